@@ -1,0 +1,57 @@
+# Neural Human: entry points. Every target sets up what it needs (`make setup` is idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup test test-fast lint demo bench data body addon clean help
+
+help:
+	@echo "make demo    run the end-to-end demo on the bundled demo actor (writes demo_output/)"
+	@echo "make test    run the whole test suite (CPU only; GPU tests run where CUDA is present)"
+	@echo "make bench   print speed figures as JSON"
+	@echo "make lint    ruff"
+	@echo "make body    rebuild the bundled demo body model from ../shared/data/makehuman"
+	@echo "make data    render the 'demo' synthetic dataset into data/demo"
+	@echo "make setup   create .venv with the pinned packages"
+
+# A machine whose system Python already has torch (a GPU machine with CUDA torch) keeps that torch:
+# the venv then sees system packages and torch is not reinstalled. Elsewhere torch==$(TORCH_VERSION) (CPU wheel).
+$(STAMP): requirements.txt
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "setup: using the system torch ($$($(PYTHON) -c 'import torch;print(torch.__version__)'))"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV); \
+		$(VENV)/bin/pip install -q torch==$(TORCH_VERSION); \
+	fi
+	$(VENV)/bin/pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+demo: setup
+	$(PY) -m server demo --out demo_output
+
+bench: setup
+	$(PY) -m server bench
+
+body: setup
+	$(PY) -m server build-demo-body
+
+data: setup
+	$(PY) -m server make-data --preset demo --out data/demo
+
+clean:
+	rm -rf build dist demo_output .pytest_cache .ruff_cache

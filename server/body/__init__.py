@@ -1,0 +1,1 @@
+"""Body models in SMPL's layout: real SMPL (licensed, user-supplied) and the bundled open demo body."""
