@@ -16,6 +16,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-demo-body": ("server.body.demo_body_build", "build the openly licensed demo body model from MakeHuman assets"),
     "make-data": ("server.data.make_data", "render a synthetic multi-view dataset in the ZJU-MoCap layout"),
     "demo": ("server.demo", "run the end-to-end demo and write demo_output/"),
+    "import-checkpoint": ("server.neural_body.checkpoint_import",
+                          "convert a checkpoint of the original Neural Body implementation into an actor folder"),
+    "check-dataset": ("server.data.zju_reader", "summarise a ZJU-MoCap-layout dataset and list missing/corrupt files"),
+    "train": ("server.neural_body.train", "train a Neural Body actor on a ZJU-MoCap-layout dataset"),
+    "evaluate": ("server.neural_body.evaluate", "evaluate an actor: PSNR/SSIM (Neural Body protocol), IoU/Chamfer"),
+    "mesh": ("server.neural_body.mesh", "extract a coloured mesh of an actor in one pose as a PLY"),
+    "bench": ("server.bench", "measure rendering, meshing and training speed (JSON)"),
 }
 
 

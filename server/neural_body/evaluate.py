@@ -1,0 +1,234 @@
+"""Evaluate an actor on its dataset with Neural Body's protocol and write the metrics as JSON.
+
+Protocol (reference/neural_body.md §5.1): BatchNorm with the frame's batch statistics, no perturbation, 64 samples
+per ray; test cameras = the dataset's non-training views; every ``--frame-interval``-th (30) frame of the training
+frames (novel view) and of the unseen-pose frames (novel pose, appearance code clamped to the last trained one).
+PSNR over the pixels whose ray hits the body box (``mask_at_box``) against the masked ground truth; SSIM on the
+crop to the bounding rectangle of ``mask_at_box`` (7×7 window, data_range 2); also PSNR over the whole image.
+Side-by-side comparison images (prediction | ground truth) are written to ``<json dir>/comparison/``.
+
+When the dataset has ground-truth meshes, geometry is scored on the same frames: the actor's mesh (marching cubes
+of the raw density at ``--mesh-threshold``) against the ground truth, by volumetric IoU (100k points in the joint
+box, ray-parity inside test) and Chamfer-L1 (½ of the two directed mean nearest-neighbour distances between 100k
+surface samples each, metres), as Occupancy Networks / Neural Parts report them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FRAME_INTERVAL = 30
+MESH_POINTS = 100_000
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    pixels = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def image_metrics(pred: np.ndarray, gt: np.ndarray, mask_at_box: np.ndarray) -> dict[str, float]:
+    """Neural Body's per-image metrics: PSNR in the box, SSIM on the box crop, PSNR on the whole image."""
+    from server.neural_body import metrics
+
+    box = mask_at_box.astype(bool)
+    gt_box = np.where(box[..., None], gt, 0.0)  # both images are 0 outside mask_at_box, as the evaluator's
+    pred_box = np.where(box[..., None], pred, 0.0)
+    return {"psnr": metrics.psnr(pred_box[box], gt_box[box]), "ssim": metrics.ssim_box(pred_box, gt_box, box),
+            "psnr_whole": metrics.psnr(pred, gt)}
+
+
+def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: int = FRAME_INTERVAL,
+                   mesh: bool = True, mesh_voxel_size: float = 0.005, mesh_threshold: float = 5.0,
+                   mesh_points: int = MESH_POINTS, progress: bool = True) -> dict[str, Any]:
+    """Run the protocol for ``actor`` (``load_actor``) on ``dataset`` (``ZjuMocapDataset``); comparison images go to
+    ``out_dir/comparison``. Returns the JSON-ready result."""
+    import torch
+    from tqdm import tqdm
+
+    from server.neural_body import metrics
+    from server.neural_body.mesh import extract_mesh
+    from server.neural_body.sparse_input import prepare_sparse_input
+    from server.neural_body.volume_renderer import render_image
+
+    network = actor.network
+    vertex_count = int(dataset.vertices(dataset.train_frames[0]).shape[0])
+    if vertex_count != network.num_vertices:
+        raise ValueError(f"the dataset's bodies have {vertex_count} vertices but the actor was trained with "
+                         f"{network.num_vertices}; evaluate on the dataset the actor was trained on")
+    if not dataset.test_views:
+        raise ValueError(f"{dataset.root}: the dataset has no test views (every camera is a training view)")
+    last_code = network.num_train_frames - 1
+    splits = {"novel_view": list(dataset.train_frames)[::frame_interval],
+              "novel_pose": list(dataset.novel_pose_frames)[::frame_interval]}
+    has_mesh = mesh and dataset.gt_mesh(dataset.train_frames[0]) is not None
+    comparison = out_dir / "comparison"
+    comparison.mkdir(parents=True, exist_ok=True)
+
+    result: dict[str, Any] = {}
+    render_seconds: list[float] = []
+    mesh_seconds: list[float] = []
+    mesh_rows: list[dict[str, Any]] = []
+    total = sum(len(frames) for frames in splits.values()) * len(dataset.test_views)
+    bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
+    for split, frames in splits.items():
+        rows: list[dict[str, Any]] = []
+        for frame in frames:
+            params = dataset.params(frame)
+            vertices = dataset.vertices(frame)
+            latent = min(int(dataset.latent_index(frame)), last_code)
+            for view in dataset.test_views:
+                cam = dataset.cameras[view]
+                start = time.perf_counter()
+                out = render_image(network, vertices, params.Rh, params.Th, latent, cam.K, cam.R, cam.T,
+                                   cam.width, cam.height)
+                render_seconds.append(time.perf_counter() - start)
+                gt = dataset.image(frame, view)
+                if not out.mask_at_box.any():
+                    raise ValueError(f"frame {frame}, view {view}: the body box is not in view of the camera")
+                row = {"frame": int(frame), "view": int(view), "latent_index": latent,
+                       **image_metrics(out.rgb, gt, out.mask_at_box)}
+                rows.append(row)
+                _save_png(comparison / f"{split}_frame{frame:04d}_view{view:04d}.png",
+                          np.concatenate([out.rgb, gt], axis=1))
+                bar.update(1)
+            if has_mesh:
+                start = time.perf_counter()
+                sparse_input = prepare_sparse_input(vertices, params.Rh, params.Th, device=network.c.weight.device)
+                pred = extract_mesh(network, sparse_input, latent, voxel_size=mesh_voxel_size,
+                                    threshold=mesh_threshold, colors=False)
+                gt_verts, gt_faces = dataset.gt_mesh(frame)
+                if len(pred.faces):
+                    iou = metrics.volumetric_iou((pred.vertices, pred.faces), (gt_verts, gt_faces),
+                                                 num_points=mesh_points)
+                    chamfer = metrics.chamfer_l1((pred.vertices, pred.faces), (gt_verts, gt_faces),
+                                                 num_points=mesh_points)
+                else:  # no surface at this threshold: nothing overlaps, distance undefined
+                    iou, chamfer = 0.0, None
+                mesh_seconds.append(time.perf_counter() - start)
+                mesh_rows.append({"split": split, "frame": int(frame), "iou": iou, "chamfer_l1": chamfer,
+                                  "faces": int(len(pred.faces))})
+        result[split] = {"psnr": _mean([r["psnr"] for r in rows]), "ssim": _mean([r["ssim"] for r in rows]),
+                         "psnr_whole": _mean([r["psnr_whole"] for r in rows]), "images": len(rows),
+                         "frames": [int(f) for f in frames], "per_image": rows}
+    bar.close()
+    del torch
+    if has_mesh:
+        result["mesh"] = {"iou": _mean([r["iou"] for r in mesh_rows]),
+                          "chamfer_l1": _mean([r["chamfer_l1"] for r in mesh_rows]),
+                          "empty_meshes": sum(1 for r in mesh_rows if r["faces"] == 0), "per_frame": mesh_rows}
+    else:
+        result["mesh"] = None
+    result["protocol"] = {
+        "batchnorm": "batch_stats", "perturb": 0, "n_samples": 64, "frame_interval": frame_interval,
+        "test_views": list(dataset.test_views), "train_views": list(dataset.train_views),
+        "latent_index_novel_pose": last_code,
+        "psnr": "-10 log10 MSE over mask_at_box pixels vs the masked ground truth (black background)",
+        "ssim": "skimage structural_similarity(channel_axis=-1, data_range=2, win_size=7) on the bounding "
+                "rectangle of mask_at_box",
+        "psnr_whole": "-10 log10 MSE over the whole image",
+        "mesh": None if not has_mesh else {
+            "voxel_size": mesh_voxel_size, "threshold": mesh_threshold, "points": mesh_points,
+            "iou": "volumetric IoU from points uniform in the joint box, ray-parity inside test",
+            "chamfer_l1": "0.5 (mean NN distance pred->gt + gt->pred) over area-uniform surface samples, metres"},
+        "dataset": dataset.summary(),
+        "actor": {"name": actor.manifest.name, "frames_trained": actor.manifest.frames_trained,
+                  "path": str(actor.path) if actor.path else None},
+    }
+    result["timing"] = {"render_seconds_per_image": _mean(render_seconds),
+                        "mesh_seconds_per_frame": _mean(mesh_seconds) if has_mesh else None,
+                        "device": str(network.c.weight.device)}
+    return result
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no inf/nan: a perfect PSNR (inf) and undefined values become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_finite_or_none(data), fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("actor", type=Path, help="actor folder (holds actor.json)")
+    parser.add_argument("--data", type=Path, required=True, help="the dataset the actor was trained on")
+    parser.add_argument("--json", type=Path, required=True, help="output JSON path (comparison images go beside it)")
+    parser.add_argument("--frame-interval", type=int, default=FRAME_INTERVAL,
+                        help=f"evaluate every n-th frame ({FRAME_INTERVAL}, the original; 1 for tiny datasets)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
+    parser.add_argument("--no-mesh", action="store_true", help="skip the geometry metrics")
+    parser.add_argument("--mesh-voxel-size", type=float, default=0.005, help="mesh grid spacing, metres (0.005)")
+    parser.add_argument("--mesh-threshold", type=float, default=5.0, help="raw density iso level (5)")
+    parser.add_argument("--mesh-points", type=int, default=MESH_POINTS, help=f"IoU/Chamfer samples ({MESH_POINTS})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.data.zju_reader import DatasetError, ZjuMocapDataset
+    from server.neural_body.actor import ActorError, load_actor
+    from server.neural_body.train import resolve_device
+
+    if args.frame_interval < 1 or args.mesh_points < 100 or args.mesh_voxel_size <= 0:
+        print("error: --frame-interval must be >= 1, --mesh-points >= 100 and --mesh-voxel-size > 0",
+              file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        device = resolve_device(args.device)
+        actor = load_actor(args.actor, device)
+        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
+        result = evaluate_actor(actor, dataset, args.json.parent, frame_interval=args.frame_interval,
+                                mesh=not args.no_mesh, mesh_voxel_size=args.mesh_voxel_size,
+                                mesh_threshold=args.mesh_threshold, mesh_points=args.mesh_points,
+                                progress=not args.no_progress)
+    except (ActorError, DatasetError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result["timing"]["total_seconds"] = round(time.perf_counter() - start, 2)
+    write_json(args.json, result)
+    summary = {k: {m: result[k][m] for m in ("psnr", "ssim", "psnr_whole")} for k in ("novel_view", "novel_pose")}
+    if result["mesh"]:
+        summary["mesh"] = {m: result["mesh"][m] for m in ("iou", "chamfer_l1")}
+    print(json.dumps(_finite_or_none(summary), indent=2))
+    print(f"wrote {args.json} and comparison images in {args.json.parent / 'comparison'}")
+    return 0

@@ -1,0 +1,393 @@
+"""Extract a coloured mesh of an actor in one pose and write it as a binary PLY (metres, actor world frame).
+
+The pose is a captured frame of the actor's motion (``--frame``) or any SMPL body from a JSON/npz file
+(``--body``: EasyMocap keys poses/shapes/Rh/Th, or AMASS keys global_orient/body_pose/transl/shapes).
+
+Neural Body's mesh recipe (reference/neural_body.md §6) with two deliberate changes: vertices are returned in
+metres in the actor's world frame (the original leaves them in padded voxel units), and vertices get colours from
+the colour head. The original's visual-hull carving needs the capture's masks, which an arbitrary pose does not
+have, so the whole box is evaluated.
+
+- ``extract_mesh(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True) -> Mesh``:
+  raw density (``alpha_fc``, BatchNorm with the frame's batch statistics) on a grid with spacing ``voxel_size``
+  over the posed world box, marching cubes at ``threshold`` (PyMCubes), faces oriented with outward normals, and
+  colours = sigmoid of the colour head at each vertex viewed along the inward normal.
+- ``extract_mesh_from_density(density_fn, bounds, *, voxel_size, threshold, chunk) -> Mesh``: the grid + marching
+  cubes core, for any density function of world points.
+- ``write_ply(path, mesh)`` (atomic, binary little-endian) and ``read_ply(path) -> Mesh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from server.neural_body.network import NeuralBodyNetwork
+    from server.neural_body.sparse_input import SparseInput
+
+VOXEL_SIZE = 0.005
+THRESHOLD = 5.0  # mesh_th of the ZJU config
+QUERY_CHUNK = 2048 * 64  # points per network call, as the original
+MAX_GRID_POINTS = 200_000_000  # refuse grids that would take hours (a wrong voxel size or a broken box)
+
+
+@dataclass
+class Mesh:
+    vertices: np.ndarray  # (N,3) float32, metres
+    faces: np.ndarray  # (M,3) int32, counter-clockwise seen from outside (outward normals)
+    colors: np.ndarray | None = None  # (N,3) uint8
+
+    def to_wire(self) -> dict[str, np.ndarray]:
+        """Arrays of the HTTP API mesh npz (DESIGN.md §4)."""
+        out = {"vertices": self.vertices, "faces": self.faces}
+        if self.colors is not None:
+            out["colors"] = self.colors
+        return out
+
+
+def grid_axes(bounds: np.ndarray, voxel_size: float) -> list[np.ndarray]:
+    """Sample positions per axis covering ``bounds`` (2,3): min, min + vs, ... up to the first one >= max."""
+    b = np.asarray(bounds, np.float64).reshape(2, 3)
+    if voxel_size <= 0 or not np.all(b[1] >= b[0]):
+        raise ValueError(f"need voxel_size > 0 and bounds min <= max; got {voxel_size} and {b.tolist()}")
+    counts = np.ceil((b[1] - b[0]) / voxel_size - 1e-6).astype(int) + 1
+    total = int(np.prod(counts))
+    if total > MAX_GRID_POINTS:
+        raise ValueError(f"a {voxel_size} m grid over a box of {np.round(b[1] - b[0], 3).tolist()} m has {total} "
+                         f"points (limit {MAX_GRID_POINTS}); use a larger voxel size")
+    return [b[0, k] + voxel_size * np.arange(counts[k]) for k in range(3)]
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh; positive when its faces are oriented with outward normals."""
+    tri = np.asarray(vertices, np.float64)[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (N,3) float32 (zero for unreferenced vertices)."""
+    v = np.asarray(vertices, np.float64)
+    tri = v[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2·area
+    normals = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return (normals / np.maximum(length, 1e-20)).astype(np.float32)
+
+
+def marching_cubes(volume: np.ndarray, threshold: float, origin: np.ndarray,
+                   voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Iso-surface of ``volume`` (X,Y,Z) sampled at ``origin + voxel_size·(i,j,k)``, where values above
+    ``threshold`` are inside: (vertices metres float32, faces int32 with outward normals)."""
+    import mcubes
+
+    # A border below the threshold closes the surface where the body touches the box.
+    fill = min(float(np.min(volume)), float(threshold)) - 1.0
+    padded = np.pad(np.asarray(volume, np.float64), 1, constant_values=fill)
+    verts, faces = mcubes.marching_cubes(padded, float(threshold))
+    if len(faces) == 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    # Vertices of the closing cap lie between the last sample and the border: clamp them onto the grid's faces.
+    verts = np.clip(verts - 1.0, 0.0, np.array(volume.shape, np.float64) - 1.0)
+    verts = (np.asarray(origin, np.float64) + verts * voxel_size).astype(np.float32)
+    faces = np.asarray(faces, dtype=np.int64)
+    if signed_volume(verts, faces) < 0:  # orientation depends on the library's convention; fix it here
+        faces = faces[:, ::-1]
+    return verts, np.ascontiguousarray(faces, dtype=np.int32)
+
+
+def extract_mesh_from_density(
+    density_fn: Callable[[np.ndarray], np.ndarray],
+    bounds: np.ndarray,
+    *,
+    voxel_size: float = VOXEL_SIZE,
+    threshold: float = THRESHOLD,
+    chunk: int = QUERY_CHUNK,
+) -> Mesh:
+    """Marching cubes of ``density_fn`` ((P,3) world points → (P,) values, inside above ``threshold``) on a grid
+    over ``bounds`` (2,3) with spacing ``voxel_size``; the points are queried in chunks of ``chunk``."""
+    axes = grid_axes(bounds, voxel_size)
+    shape = tuple(len(a) for a in axes)
+    volume = np.empty(int(np.prod(shape)), np.float32)
+    # Generate points per chunk from flat indices so the full (P,3) point array never exists.
+    for start in range(0, volume.size, chunk):
+        idx = np.unravel_index(np.arange(start, min(start + chunk, volume.size)), shape)
+        points = np.stack([axes[k][idx[k]] for k in range(3)], axis=1).astype(np.float32)
+        volume[start:start + len(points)] = np.asarray(density_fn(points), np.float32).reshape(-1)
+    verts, faces = marching_cubes(volume.reshape(shape), threshold, np.array([a[0] for a in axes]), voxel_size)
+    return Mesh(vertices=verts, faces=faces)
+
+
+def extract_mesh(
+    network: NeuralBodyNetwork,
+    sparse_input: SparseInput,
+    latent_index: int,
+    *,
+    voxel_size: float = VOXEL_SIZE,
+    threshold: float = THRESHOLD,
+    colors: bool = True,
+    chunk: int = QUERY_CHUNK,
+) -> Mesh:
+    """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres."""
+    import torch
+
+    from server.neural_body.batchnorm_mode import batch_statistics
+
+    device = network.c.weight.device
+    sparse_input = sparse_input.to(device)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad(), batch_statistics(network):
+            volumes = network.encode_sparse_voxels(sparse_input)
+
+            def density(points: np.ndarray) -> np.ndarray:
+                wpts = torch.from_numpy(points).to(device)
+                return network.calculate_density(wpts, volumes, sparse_input)[:, 0].float().cpu().numpy()
+
+            mesh = extract_mesh_from_density(density, sparse_input.world_bounds.cpu().numpy(),
+                                              voxel_size=voxel_size, threshold=threshold, chunk=chunk)
+            if colors and len(mesh.vertices):
+                mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk, torch)
+    finally:
+        network.train(was_training)
+    return mesh
+
+
+def _vertex_colors(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+                   latent_index: int, mesh: Mesh, chunk: int, torch: Any) -> np.ndarray:
+    """sigmoid(colour head) at each vertex, seen from outside along the normal (view direction = −normal)."""
+    device = network.c.weight.device
+    normals = vertex_normals(mesh.vertices, mesh.faces)
+    normals[np.linalg.norm(normals, axis=1) < 0.5] = (0.0, 0.0, 1.0)  # unreferenced vertices: any unit vector
+    out = np.empty((len(mesh.vertices), 3), np.uint8)
+    for start in range(0, len(mesh.vertices), chunk):
+        wpts = torch.from_numpy(mesh.vertices[start:start + chunk]).to(device)
+        viewdir = torch.from_numpy(-normals[start:start + chunk]).to(device)
+        raw = network.calculate_density_color(wpts, viewdir, volumes, sparse_input, latent_index)
+        rgb = torch.sigmoid(raw[:, :3]).float().cpu().numpy()
+        out[start:start + len(rgb)] = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- PLY
+
+
+def ply_bytes(mesh: Mesh) -> bytes:
+    """Binary little-endian PLY: float x,y,z (+ uchar red,green,blue), faces as uchar count + int indices."""
+    verts = np.ascontiguousarray(mesh.vertices, dtype="<f4")
+    faces = np.ascontiguousarray(mesh.faces, dtype="<i4")
+    if verts.ndim != 2 or verts.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"mesh must have vertices (N,3) and faces (M,3); got {verts.shape} and {faces.shape}")
+    header = ["ply", "format binary_little_endian 1.0", "comment Neural Human mesh, metres",
+              f"element vertex {len(verts)}", "property float x", "property float y", "property float z"]
+    fields = [("xyz", "<f4", (3,))]
+    if mesh.colors is not None:
+        if np.shape(mesh.colors) != verts.shape:
+            raise ValueError(f"colors must be (N,3) like the vertices; got {np.shape(mesh.colors)}")
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+        fields.append(("rgb", "u1", (3,)))
+    header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
+    vertex_rows = np.empty(len(verts), dtype=fields)
+    vertex_rows["xyz"] = verts
+    if mesh.colors is not None:
+        vertex_rows["rgb"] = np.asarray(mesh.colors, np.uint8)
+    face_rows = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
+    face_rows["n"] = 3
+    face_rows["idx"] = faces
+    return ("\n".join(header) + "\n").encode("ascii") + vertex_rows.tobytes() + face_rows.tobytes()
+
+
+def write_ply(path: str | os.PathLike[str], mesh: Mesh) -> None:
+    """Write ``mesh`` as a binary PLY, atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    data = ply_bytes(mesh)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_ply(path: str | os.PathLike[str]) -> Mesh:
+    """Read a PLY written by ``write_ply`` (binary little-endian, float xyz, optional uchar rgb, triangles)."""
+    data = Path(path).read_bytes()
+    end = data.find(b"end_header\n")
+    if not data.startswith(b"ply\n") or end < 0:
+        raise ValueError(f"{path}: not a PLY file")
+    header = data[:end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise ValueError(f"{path}: only binary little-endian PLY files are read")
+    counts = {line.split()[1]: int(line.split()[2]) for line in header if line.startswith("element ")}
+    has_color = "property uchar red" in header
+    vdtype = [("xyz", "<f4", (3,))] + ([("rgb", "u1", (3,))] if has_color else [])
+    offset = end + len(b"end_header\n")
+    vertex_rows = np.frombuffer(data, dtype=vdtype, count=counts["vertex"], offset=offset)
+    offset += vertex_rows.nbytes
+    face_rows = np.frombuffer(data, dtype=[("n", "u1"), ("idx", "<i4", (3,))], count=counts["face"], offset=offset)
+    if np.any(face_rows["n"] != 3):
+        raise ValueError(f"{path}: only triangle faces are read")
+    return Mesh(vertices=vertex_rows["xyz"].copy(), faces=face_rows["idx"].copy(),
+                colors=vertex_rows["rgb"].copy() if has_color else None)
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+@dataclass
+class ActorPose:
+    vertices: np.ndarray  # (V,3) world metres
+    Rh: np.ndarray  # (3,)
+    Th: np.ndarray  # (3,)
+    latent_index: int
+
+
+def read_body_file(path: Path) -> dict[str, Any]:
+    """A body from a .json (object of lists) or .npz file (arrays); keys as in server.body.params."""
+    import json
+
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON body ({err})") from err
+    if isinstance(body, dict) and isinstance(body.get("body"), dict):  # an API request body {"body": {...}}
+        body = body["body"]
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: expected a JSON object with SMPL fields (poses/shapes/Rh/Th or "
+                         "global_orient/body_pose/transl)")
+    return body
+
+
+def _body_model_for(actor: Any, override: Path | None) -> Any:
+    from server.body.model import load_body_model
+
+    if override is not None:
+        return load_body_model(override)
+    name = actor.manifest.body_model
+    if name == "demo":
+        return load_body_model(None)
+    target = Path(name.split(":", 1)[1])
+    if not target.is_file():
+        raise ValueError(f"the actor was trained with the SMPL model {name!r}, which is not a file here; pass your "
+                         "SMPL model file with --body-model PATH")
+    return load_body_model(target)
+
+
+def _captured_vertices(actor: Any, frame: int) -> np.ndarray | None:
+    """The captured vertices of training frame ``frame`` when the actor's training dataset is still readable."""
+    from server.data.zju_reader import DatasetError, ZjuMocapDataset
+
+    root = actor.manifest.training_data.get("root")
+    if not root or not Path(root).is_dir():
+        return None
+    try:
+        dataset = ZjuMocapDataset(root)
+        if len(dataset.train_frames) != actor.motion.num_frames:
+            return None
+        return dataset.vertices(dataset.train_frames[frame])
+    except (DatasetError, IndexError):
+        return None
+
+
+def resolve_pose(actor: Any, *, frame: int | None = None, body_path: Path | None = None,
+                 body_model_path: Path | None = None, appearance_frame: int | None = None) -> ActorPose:
+    """The posed body to mesh: captured frame ``frame`` of the actor's motion (its own appearance code; vertices
+    from the training dataset when it is readable, else posed by the body model) or the body in ``body_path``
+    (appearance code ``appearance_frame``, default the last trained one, as Neural Body for unseen poses)."""
+    from server.body.params import BodyParamsError, to_easymocap
+
+    last = actor.network.num_train_frames - 1
+    if appearance_frame is not None and not 0 <= appearance_frame <= last:
+        raise ValueError(f"--appearance-frame must be in 0..{last}; got {appearance_frame}")
+    if frame is not None:
+        count = actor.motion.num_frames
+        if not 0 <= frame < count:
+            raise ValueError(f"--frame must be in 0..{count - 1} (the actor's captured frames); got {frame}")
+        m = actor.motion
+        body = {"poses": m.poses[frame], "shapes": m.shapes[frame], "Rh": m.Rh[frame], "Th": m.Th[frame]}
+        latent = min(frame, last) if appearance_frame is None else appearance_frame
+        vertices = _captured_vertices(actor, frame)
+        if vertices is not None:
+            return ActorPose(vertices, m.Rh[frame].copy(), m.Th[frame].copy(), latent)
+    elif body_path is not None:
+        body = read_body_file(body_path)
+        latent = last if appearance_frame is None else appearance_frame
+    else:
+        raise ValueError("give --frame N or --body FILE")
+    model = _body_model_for(actor, body_model_path)
+    try:
+        params = to_easymocap(body, model.pelvis_rest)
+        if params["poses"].shape[0] != 1:
+            raise ValueError(f"the body holds {params['poses'].shape[0]} frames; pass a single frame")
+        posed = model.pose(body)
+    except BodyParamsError as err:
+        raise ValueError(str(err)) from err
+    vertices = posed.vertices[0].cpu().numpy()
+    if vertices.shape[0] != actor.network.num_vertices:
+        raise ValueError(f"the body model has {vertices.shape[0]} vertices but the actor was trained on "
+                         f"{actor.network.num_vertices}; use the body model the actor was trained with (--body-model)")
+    return ActorPose(vertices, params["Rh"][0], params["Th"][0], latent)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("actor", type=Path, help="actor folder (holds actor.json)")
+    pose = parser.add_mutually_exclusive_group(required=True)
+    pose.add_argument("--frame", type=int, help="index of a captured frame of the actor's motion")
+    pose.add_argument("--body", type=Path, help="SMPL body as JSON or npz (EasyMocap or AMASS keys)")
+    parser.add_argument("--out", type=Path, required=True, help="output .ply path")
+    parser.add_argument("--voxel-size", type=float, default=VOXEL_SIZE, help="grid spacing in metres (0.005)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD, help="iso level of the raw density (5)")
+    parser.add_argument("--no-colors", action="store_true", help="skip the vertex colours")
+    parser.add_argument("--appearance-frame", type=int, default=None,
+                        help="per-frame appearance code (default: the frame's own, or the last trained one)")
+    parser.add_argument("--body-model", type=Path, default=None,
+                        help="body model file for --body (default: the actor's: the demo body, or its SMPL path)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.neural_body.actor import ActorError, load_actor
+    from server.neural_body.sparse_input import prepare_sparse_input
+    from server.neural_body.train import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        actor = load_actor(args.actor, device)
+        pose = resolve_pose(actor, frame=args.frame, body_path=args.body, body_model_path=args.body_model,
+                            appearance_frame=args.appearance_frame)
+        sparse_input = prepare_sparse_input(pose.vertices, pose.Rh, pose.Th, device=device)
+        start = time.perf_counter()
+        mesh = extract_mesh(actor.network, sparse_input, pose.latent_index, voxel_size=args.voxel_size,
+                            threshold=args.threshold, colors=not args.no_colors)
+        seconds = time.perf_counter() - start
+    except (ActorError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if len(mesh.faces) == 0:
+        print(f"error: no surface at threshold {args.threshold}: the density never reaches it in the box; "
+              "try a lower --threshold", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(args.out, mesh)
+    print(f"wrote {args.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces"
+          f"{' with colours' if mesh.colors is not None else ''} in {seconds:.1f} s")
+    return 0

@@ -1,0 +1,102 @@
+"""Neural Body's SparseConvNet on spconv 2.x (module names and indices of the original, weights in KRSC layout).
+
+``SparseConvNet()(x: spconv.SparseConvTensor) -> list[Tensor]`` returns the four dense feature volumes
+``[net1 (B,32,D/2,H/2,W/2), net2 (B,64,D/4,...), net3 (B,128,D/8,...), net4 (B,128,D/16,...)]``; spatial order is
+(d,h,w) = (z,y,x) of the SMPL frame. The full-resolution conv0 output is not returned (reference/neural_body.md §1.3).
+
+Every block is a ``SparseSequential`` with the conv / BatchNorm1d(eps=1e-3, momentum=0.01) / ReLU slots at the
+original indices, so state-dict keys read ``conv0.0.weight``, ``conv0.1.running_mean``, ``down0.0.weight``, ...
+Sparse conv weights are ``[out, kD, kH, kW, in]`` (spconv 2 KRSC); spconv 1.x checkpoints hold ``[kD, kH, kW, in,
+out]`` and are converted by ``server.neural_body.checkpoint_import``.
+
+The conv algorithm follows the device of the input: ``ConvAlgo.Native`` on CPU (the only one spconv's CPU path
+has), spconv's default implicit GEMM (``MaskImplicitGemm``) on CUDA. ``conv_algo_for(device)`` names the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import spconv.pytorch as spconv
+import torch
+from spconv.core import ConvAlgo
+from torch import nn
+
+from server.neural_body.batchnorm_mode import FrameBatchNorm1d
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+VOLUME_CHANNELS = (32, 64, 128, 128)  # net1..net4, concatenated → 352 = fc_0 input
+
+
+def conv_algo_for(device: torch.device | str) -> ConvAlgo:
+    """spconv algorithm for a device: Native on CPU, implicit GEMM on CUDA."""
+    return ConvAlgo.MaskImplicitGemm if torch.device(device).type == "cuda" else ConvAlgo.Native
+
+
+def _bn(channels: int) -> FrameBatchNorm1d:
+    return FrameBatchNorm1d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def _subm_block(in_ch: int, out_ch: int, key: str, convs: int) -> spconv.SparseSequential:
+    """``convs`` × (SubMConv3d k3 · BN · ReLU), sharing one indice_key: double_conv (2) / triple_conv (3)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [
+            spconv.SubMConv3d(in_ch if i == 0 else out_ch, out_ch, 3, bias=False, indice_key=key, algo=ConvAlgo.Native),
+            _bn(out_ch),
+            nn.ReLU(),
+        ]
+    return spconv.SparseSequential(*layers)
+
+
+def _stride_block(in_ch: int, out_ch: int, key: str) -> spconv.SparseSequential:
+    """SparseConv3d k3 s2 p1 · BN · ReLU (halves each spatial dimension of an even-sized grid)."""
+    return spconv.SparseSequential(
+        spconv.SparseConv3d(in_ch, out_ch, 3, 2, padding=1, bias=False, indice_key=key, algo=ConvAlgo.Native),
+        _bn(out_ch),
+        nn.ReLU(),
+    )
+
+
+class SparseConvNet(nn.Module):
+    """Sparse 3D CNN over the posed body's structured latent codes (channels 16-32-64-128-128)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = _subm_block(16, 16, "subm0", 2)
+        self.down0 = _stride_block(16, 32, "down0")
+        self.conv1 = _subm_block(32, 32, "subm1", 2)
+        self.down1 = _stride_block(32, 64, "down1")
+        self.conv2 = _subm_block(64, 64, "subm2", 3)
+        self.down2 = _stride_block(64, 128, "down2")
+        self.conv3 = _subm_block(128, 128, "subm3", 3)
+        self.down3 = _stride_block(128, 128, "down3")
+        self.conv4 = _subm_block(128, 128, "subm4", 3)
+
+    def sparse_convs(self) -> list[Any]:
+        return [m for m in self.modules() if isinstance(m, spconv.conv.SparseConvolution)]
+
+    def set_algo(self, algo: ConvAlgo) -> None:
+        """Use ``algo`` in every sparse conv (layers sharing an indice_key must agree, so all change together)."""
+        for conv in self.sparse_convs():
+            conv.algo = algo
+
+    def forward(self, x: spconv.SparseConvTensor) -> list[torch.Tensor]:
+        algo = conv_algo_for(x.features.device)
+        if any(conv.algo != algo for conv in self.sparse_convs()):
+            self.set_algo(algo)
+        net = self.conv0(x)
+        net = self.down0(net)
+        net = self.conv1(net)
+        net1 = net.dense()
+        net = self.down1(net)
+        net = self.conv2(net)
+        net2 = net.dense()
+        net = self.down2(net)
+        net = self.conv3(net)
+        net3 = net.dense()
+        net = self.down3(net)
+        net = self.conv4(net)
+        net4 = net.dense()
+        return [net1, net2, net3, net4]

@@ -1,0 +1,530 @@
+"""Train a Neural Body actor on a ZJU-MoCap-layout dataset and write the actor folder.
+
+The original recipe (reference/neural_body.md §4): each step renders 1024 rays of one training image (a random
+training frame seen from a random training camera; half the rays on the body, half in the projected body box),
+64 stratified samples per ray, MSE on the colour, Adam (lr 5e-4, one parameter group per parameter), gradient
+values clipped to 40, lr = 5e-4·0.1^(epoch/1000) with 500 iterations per epoch, BatchNorm in training mode.
+The original trains 200k iterations (400 epochs) on 4 GPUs.
+
+Checkpoints (network + optimizer + scheduler + step + random states) are written atomically to
+``ACTOR_DIR.train/latest.pt`` every ``--save-every`` steps; ``--resume`` continues from there. At the end the actor
+folder (model.pt, actor.json, motion.npz, shapes.npy) is written. Multi-GPU: launch with ``torchrun
+--nproc_per_node N python -m server train ...``; each rank draws its own image, gradients are averaged
+(DistributedDataParallel) and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from server.data.zju_reader import ZjuMocapDataset
+    from server.neural_body.network import NeuralBodyNetwork
+    from server.neural_body.sparse_input import SparseInput
+
+BASE_LR = 5e-4
+EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
+DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
+GAMMA = 0.1
+GRAD_CLIP_VALUE = 40.0
+N_RAYS = 1024
+N_SAMPLES = 64
+DEFAULT_ITERS = 200_000  # 400 epochs × 500
+CHECKPOINT_NAME = "latest.pt"
+CHECKPOINT_FORMAT = "neural-human-train/1"
+DEFAULT_CACHE_MB = 4096
+INITIAL_DENSITY_BIAS = 0.1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error that says so."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
+                         "use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------------- schedule
+
+
+def learning_rate(step: int, *, base_lr: float = BASE_LR, epoch_iters: int = EPOCH_ITERS,
+                  decay_iters: float = DECAY_EPOCHS * EPOCH_ITERS, gamma: float = GAMMA) -> float:
+    """The lr in force at ``step`` (0-based): base·gamma^(epoch·epoch_iters/decay_iters), epoch = step // epoch_iters.
+
+    With the defaults that is the original's 5e-4·0.1^(epoch/1000), stepped once per 500-iteration epoch."""
+    epoch = step // epoch_iters
+    return base_lr * gamma ** (epoch * epoch_iters / decay_iters)
+
+
+class EpochExponentialLR:
+    """Exponential decay stepped once per epoch (the original's custom ExponentialLR): every param group gets
+    ``base_lr · gamma^(last_epoch / decay_epochs)``. ``state_dict`` keeps the same fields as the original's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, decay_epochs: float, gamma: float = GAMMA) -> None:
+        self.optimizer = optimizer
+        self.decay_epochs = float(decay_epochs)
+        self.gamma = float(gamma)
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        factor = self.gamma ** (self.last_epoch / self.decay_epochs)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch, "gamma": self.gamma,
+                "decay_epochs": self.decay_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self.last_epoch = int(state["last_epoch"])
+        self.gamma = float(state["gamma"])
+        self.decay_epochs = float(state["decay_epochs"])
+        self._apply()
+
+
+def make_optimizer(network: torch.nn.Module, lr: float = BASE_LR) -> torch.optim.Adam:
+    """Adam with one parameter group per parameter, as the original's make_optimizer (weight decay 0)."""
+    import torch
+
+    groups = [{"params": [p], "lr": lr, "weight_decay": 0.0} for p in network.parameters() if p.requires_grad]
+    return torch.optim.Adam(groups, lr=lr)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+class TrainingData:
+    """Training frames/views of a dataset with decoded images and masks cached in memory up to a budget, the
+    voxelised body per frame and the camera rays per view."""
+
+    def __init__(self, dataset: ZjuMocapDataset, device: torch.device, *, cache_mb: float = DEFAULT_CACHE_MB,
+                 box_padding: Any = None) -> None:
+        from server.neural_body.sparse_input import ZJU_PADDING
+
+        self.dataset = dataset
+        self.device = device
+        self.frames = list(dataset.train_frames)
+        self.views = list(dataset.train_views)
+        self.box_padding = box_padding or ZJU_PADDING
+        self._cache_budget = int(cache_mb * 2**20)
+        self._cache_bytes = 0
+        self._images: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._inputs: dict[int, SparseInput] = {}
+        self._rays: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def image_and_mask(self, frame: int, view: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (frame, view)
+        hit = self._images.get(key)
+        if hit is not None:
+            return hit
+        image, mask = self.dataset.image_and_mask(frame, view)
+        size = image.nbytes + mask.nbytes
+        if self._cache_bytes + size <= self._cache_budget:
+            self._images[key] = (image, mask)
+            self._cache_bytes += size
+        return image, mask
+
+    def sparse_input(self, frame: int) -> SparseInput:
+        from server.neural_body.sparse_input import prepare_sparse_input
+
+        hit = self._inputs.get(frame)
+        if hit is None:
+            params = self.dataset.params(frame)
+            hit = prepare_sparse_input(self.dataset.vertices(frame), params.Rh, params.Th,
+                                       box_padding=self.box_padding, device=self.device)
+            self._inputs[frame] = hit
+        return hit
+
+    def rays(self, view: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-image rays of a camera, on the CPU (sampling indexes them there)."""
+        from server.neural_body.rays import get_rays
+
+        hit = self._rays.get(view)
+        if hit is None:
+            cam = self.dataset.cameras[view]
+            hit = get_rays(cam.height, cam.width, cam.K, cam.R, cam.T)
+            self._rays[view] = hit
+        return hit
+
+
+# ---------------------------------------------------------------------------------------------------- step
+
+
+def _render_loss_module(network: NeuralBodyNetwork, n_samples: int) -> torch.nn.Module:
+    """A module whose forward renders a ray batch and returns the MSE: the unit DistributedDataParallel wraps."""
+    import torch
+    from torch import nn
+
+    from server.neural_body.volume_renderer import render_rays
+
+    class RenderLoss(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, sparse_input: SparseInput, ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor,
+                    far: torch.Tensor, latent_index: int, rgb: torch.Tensor) -> torch.Tensor:
+            volumes = self.network.encode_sparse_voxels(sparse_input)
+            out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
+                              n_samples=n_samples, perturb=True)
+            return torch.mean((out.rgb_map - rgb) ** 2)
+
+    return RenderLoss()
+
+
+@dataclass
+class TrainConfig:
+    iters: int = DEFAULT_ITERS
+    rays: int = N_RAYS
+    n_samples: int = N_SAMPLES
+    lr: float = BASE_LR
+    epoch_iters: int = EPOCH_ITERS
+    decay_iters: float = DECAY_EPOCHS * EPOCH_ITERS
+    save_every: int = 5 * EPOCH_ITERS  # the original's save_latest_ep = 5
+    log_every: int = 100
+    seed: int = 0
+    cache_mb: float = DEFAULT_CACHE_MB
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    step: int  # steps done in total (including resumed ones)
+    losses: list[float]  # per step of this run
+    seconds: float
+    checkpoint: Path | None
+
+
+class Trainer:
+    """The training loop on one process (rank) with checkpoint save/restore."""
+
+    def __init__(self, dataset: ZjuMocapDataset, device: torch.device, config: TrainConfig, *,
+                 checkpoint_dir: Path | None = None, rank: int = 0, world_size: int = 1) -> None:
+        import torch
+
+        from server.neural_body.network import NeuralBodyNetwork
+
+        self.dataset = dataset
+        self.device = device
+        self.config = config
+        self.rank, self.world_size = rank, world_size
+        self.checkpoint_dir = checkpoint_dir
+        self.data = TrainingData(dataset, device, cache_mb=config.cache_mb)
+        torch.manual_seed(config.seed)  # same initial weights on every rank
+        num_vertices = int(dataset.vertices(dataset.train_frames[0]).shape[0])
+        self.network = NeuralBodyNetwork(num_vertices, dataset.num_train_frames).to(device)
+        with torch.no_grad():
+            # PyTorch's default init draws alpha_fc's bias from ±1/16; with small features (a small body, or an
+            # unlucky seed) the raw density is then negative everywhere, ReLU passes no gradient and training never
+            # starts. A small positive bias guarantees a live start (init only; checkpoints are unaffected).
+            self.network.alpha_fc.bias.fill_(INITIAL_DENSITY_BIAS)
+        self.network.train()
+        self.optimizer = make_optimizer(self.network, config.lr)
+        self.scheduler = EpochExponentialLR(self.optimizer, decay_epochs=config.decay_iters / config.epoch_iters)
+        self.step = 0
+        self.rng = np.random.default_rng([config.seed, rank])
+        self.generator_seed = config.seed * 1000 + rank
+        torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
+        self.loss_module = _render_loss_module(self.network, config.n_samples)
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``latest.pt`` atomically (rank 0 only); returns its path."""
+        import torch
+
+        path = self.checkpoint_path
+        if path is None or self.rank != 0:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "net": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "optim": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "recorder": {"step": self.step},
+            "epoch": self.step // self.config.epoch_iters,
+            "sizes": [self.network.num_vertices, self.network.num_train_frames],
+            "dataset": str(self.dataset.root),
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # damaged files raise many kinds
+            raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err}); delete it to start "
+                             "over") from err
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a training checkpoint of this project (format "
+                             f"{state.get('format') if isinstance(state, dict) else None!r})")
+        sizes = [self.network.num_vertices, self.network.num_train_frames]
+        if list(state["sizes"]) != sizes:
+            raise ValueError(f"{path}: checkpoint is for {state['sizes'][0]} vertices / {state['sizes'][1]} training "
+                             f"frames but the dataset has {sizes[0]} / {sizes[1]}; train into a new --out folder")
+        self.network.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optim"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["recorder"]["step"])
+        if self.rank == 0 and "rng" in state:
+            self.rng.bit_generator.state = state["rng"]["numpy"]
+            torch.set_rng_state(state["rng"]["torch"])
+        else:  # other ranks: a fresh stream that differs from the first run's
+            self.rng = np.random.default_rng([self.config.seed, self.rank, self.step])
+
+    # ------------------------------------------------------------------ loop
+
+    def train_step(self) -> float:
+        import torch
+
+        from server.neural_body.ray_sampling import sample_rays
+
+        frame = int(self.data.frames[self.rng.integers(len(self.data.frames))])
+        view = int(self.data.views[self.rng.integers(len(self.data.views))])
+        image, mask = self.data.image_and_mask(frame, view)
+        sparse_input = self.data.sparse_input(frame)
+        cam = self.dataset.cameras[view]
+        batch = sample_rays(image, mask, self.data.rays(view), cam.K, cam.R, cam.T,
+                            sparse_input.world_bounds.cpu().numpy(), self.config.rays, self.rng)
+        dev = self.device
+        loss = self.loss_module(sparse_input, batch.ray_o.to(dev), batch.ray_d.to(dev), batch.near.to(dev),
+                                batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(self.network.parameters(), GRAD_CLIP_VALUE)
+        self.optimizer.step()
+        self.step += 1
+        if self.step % self.config.epoch_iters == 0:
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg = self.config
+        losses: list[float] = []
+        start = time.perf_counter()
+        bar = tqdm(total=cfg.iters, initial=self.step, desc="train", unit="it", dynamic_ncols=True,
+                   disable=not cfg.progress or self.rank != 0)
+        checkpoint = None
+        window: list[float] = []
+        try:
+            while self.step < cfg.iters:
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss} at step {self.step}; lower --lr or resume from "
+                                             "the last checkpoint")
+                losses.append(loss)
+                window.append(loss)
+                bar.update(1)
+                if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iters:
+                    mean = sum(window) / len(window)
+                    bar.set_postfix(loss=f"{mean:.4f}", psnr=f"{mse_to_psnr(mean):.2f}",
+                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    self._log({"step": self.step, "loss": mean, "psnr": mse_to_psnr(mean),
+                               "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start})
+                    window.clear()
+                if cfg.save_every > 0 and self.step % cfg.save_every == 0:
+                    checkpoint = self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.step != 0:
+            checkpoint = self.save_checkpoint() or checkpoint
+        return TrainResult(step=self.step, losses=losses, seconds=time.perf_counter() - start, checkpoint=checkpoint)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.checkpoint_dir is None or self.rank != 0:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.checkpoint_dir / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def mse_to_psnr(mse: float) -> float:
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+
+# ---------------------------------------------------------------------------------------------------- actor
+
+
+def _body_model_name(dataset: ZjuMocapDataset) -> str:
+    name = str(dataset.meta.get("body_model", "")) if dataset.is_synthetic else ""
+    if name == "demo" or name.startswith("smpl:"):
+        return name
+    return f"smpl:{name or 'neutral'}"  # ZJU-MoCap is fitted with the neutral SMPL model
+
+
+def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | None = None) -> Path:
+    """Write the trained network with its manifest, motion (training frames) and shapes as an actor folder."""
+    from server.neural_body.actor import ActorManifest, Motion, save_actor
+
+    dataset = trainer.dataset
+    frames = list(dataset.train_frames)
+    params = [dataset.params(f) for f in frames]
+    motion = Motion(poses=np.stack([p.poses for p in params]), shapes=np.stack([p.shapes for p in params]),
+                    Rh=np.stack([p.Rh for p in params]), Th=np.stack([p.Th for p in params]),
+                    fps=float(dataset.fps or 30.0))
+    boxes = np.stack([trainer.data.sparse_input(f).world_bounds.cpu().numpy() for f in frames])
+    bounds = [np.min(boxes[:, 0], axis=0).tolist(), np.max(boxes[:, 1], axis=0).tolist()]
+    summary = dataset.summary()
+    summary.update(iters_info or {})
+    manifest = ActorManifest(
+        name=dataset.name, body_model=_body_model_name(dataset), vertex_count=trainer.network.num_vertices,
+        frames_trained=trainer.network.num_train_frames, up_axis=dataset.up_axis.lstrip("+") or "z",
+        bounds=bounds, batchnorm="batch_stats", training_data=summary)
+    network = trainer.network
+    was_training = network.training
+    try:
+        path = save_actor(out, network, manifest, motion, np.asarray(params[0].shapes, np.float32))
+    finally:
+        network.train(was_training)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="dataset folder in the ZJU-MoCap layout (holds annots.npy)")
+    parser.add_argument("--out", type=Path, required=True, help="actor folder to write")
+    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"total iterations ({DEFAULT_ITERS})")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.train/latest.pt")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--rays", type=int, default=N_RAYS, help=f"rays per step per GPU ({N_RAYS})")
+    parser.add_argument("--samples", type=int, default=N_SAMPLES, help=f"samples per ray ({N_SAMPLES})")
+    parser.add_argument("--lr", type=float, default=BASE_LR, help=f"initial learning rate ({BASE_LR})")
+    parser.add_argument("--epoch-iters", type=int, default=EPOCH_ITERS,
+                        help=f"iterations per epoch; the lr steps once per epoch ({EPOCH_ITERS})")
+    parser.add_argument("--lr-decay-iters", type=float, default=DECAY_EPOCHS * EPOCH_ITERS,
+                        help="iterations over which the lr falls tenfold (500000 = 1000 epochs, the original); "
+                             "lower it for short runs")
+    parser.add_argument("--save-every", type=int, default=5 * EPOCH_ITERS, help="checkpoint period in steps (2500)")
+    parser.add_argument("--log-every", type=int, default=100, help="log period in steps (100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--cache-mb", type=float, default=DEFAULT_CACHE_MB,
+                        help=f"memory for decoded images and masks ({DEFAULT_CACHE_MB} MB)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint folder (default OUT.train)")
+    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _init_distributed(device_name: str) -> tuple[int, int, Any]:
+    """(rank, world size, device) from torchrun's environment; a single process when WORLD_SIZE is unset/1."""
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, resolve_device(device_name)
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.data.zju_reader import DatasetError, ZjuMocapDataset
+
+    for name in ("iters", "rays", "samples", "epoch_iters", "log_every"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    if args.lr <= 0 or args.lr_decay_iters <= 0:
+        print("error: --lr and --lr-decay-iters must be positive", file=sys.stderr)
+        return 2
+    try:
+        rank, world_size, device = _init_distributed(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
+        config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
+                             epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
+                             save_every=args.save_every, log_every=args.log_every, seed=args.seed,
+                             cache_mb=args.cache_mb, progress=not args.no_progress)
+        checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
+        trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
+        if args.resume:
+            if not trainer.checkpoint_path.is_file():
+                print(f"error: --resume: no checkpoint at {trainer.checkpoint_path}; run without --resume to "
+                      "start training", file=sys.stderr)
+                return 1
+            trainer.load_checkpoint(trainer.checkpoint_path)
+            if rank == 0:
+                print(f"resumed at step {trainer.step} from {trainer.checkpoint_path}")
+        elif rank == 0 and trainer.checkpoint_path.is_file():
+            print(f"note: {trainer.checkpoint_path} exists and will be overwritten (pass --resume to continue it)")
+        if rank == 0:
+            print(f"training {dataset.name}: {len(trainer.data.frames)} frames x {len(trainer.data.views)} views, "
+                  f"{trainer.network.num_vertices} vertices, {args.iters} iterations on {device}"
+                  f"{f' x {world_size} processes' if world_size > 1 else ''}")
+        result = trainer.run()
+        if rank == 0:
+            info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
+                    "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
+                    "final_loss": result.losses[-1] if result.losses else None}
+            path = write_actor(trainer, args.out, iters_info={"training": info})
+            print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
+    except (DatasetError, ValueError, FloatingPointError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,181 @@
+"""Volume rendering of Neural Body, reference path (if_clight_renderer + raw2outputs of the original).
+
+Ray level (differentiable; used by training):
+
+- ``sample_depths(near (R,), far (R,), n_samples=64, *, perturb=False, generator=None) -> z_vals (R,S)``:
+  linear in camera z-depth; stratified jitter when ``perturb``.
+- ``raw2outputs(raw (R,S,4), z_vals (R,S), ray_d (R,3), *, white_bkgd=False) -> RayOutputs``:
+  rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended, weights with +1e-10 cumprod.
+- ``render_rays(network, volumes, sparse_input, ray_o (R,3), ray_d (R,3), near (R,), far (R,), latent_index, *,
+  n_samples=64, perturb=False, chunk=2048) -> RayOutputs``: ``perturb`` only takes effect while
+  ``network.training`` (as the original). ``volumes = network.encode_sparse_voxels(sparse_input)``, encoded once per
+  image / training step.
+- ``RayOutputs``: ``rgb_map (R,3)``, ``acc_map (R,)``, ``depth_map (R,)`` (Σ w·z: camera z-depth in metres),
+  ``weights (R,S)``; also readable as ``out["rgb_map"]``.
+
+Image level (inference, no grad):
+
+- ``render_image(network, vertices, Rh, Th, latent_index, K, R, T, width, height, *, renderer=None,
+  box_padding=ZJU_PADDING, voxel_size=0.005) -> ImageRender`` voxelises the body and renders every pixel.
+- ``ImageRender``: numpy ``rgb (H,W,3)``, ``alpha (H,W)`` (= acc), ``depth (H,W)`` (raw Σ w·z as the original;
+  0 outside the box, callers zero it where alpha = 0), ``mask_at_box (H,W) bool``. Row 0 = top.
+- ``ImageRenderer`` protocol: ``render(network, sparse_input, latent_index, K, R, T, width, height) -> ImageRender``.
+  ``ReferenceRenderer(n_samples=64, chunk=2048)`` is this module's implementation; a faster one (issue 4) implements
+  the same method and is passed as ``renderer=``.
+
+``render_image`` switches the network to eval mode for the call (BatchNorm then follows the network's
+``batchnorm`` mode, batch statistics by default) and restores the previous mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from server.neural_body.network import NeuralBodyNetwork
+from server.neural_body.rays import get_rays, near_far
+from server.neural_body.sparse_input import VOXEL_SIZE, ZJU_PADDING, BoxPadding, SparseInput, prepare_sparse_input
+
+N_SAMPLES = 64
+CHUNK = 2048  # rays per network call
+FAR_DIST = 1e10  # length given to the last sample interval
+
+
+@dataclass
+class RayOutputs:
+    rgb_map: torch.Tensor  # (R,3) in [0,1]
+    acc_map: torch.Tensor  # (R,) accumulated opacity
+    depth_map: torch.Tensor  # (R,) Σ w·z, camera z-depth (metres)
+    weights: torch.Tensor  # (R,S)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return getattr(self, key)
+
+
+@dataclass
+class ImageRender:
+    rgb: np.ndarray  # (H,W,3) float32
+    alpha: np.ndarray  # (H,W) float32
+    depth: np.ndarray  # (H,W) float32, metres; raw Σ w·z (0 outside the box)
+    mask_at_box: np.ndarray  # (H,W) bool: rays that hit the padded world box
+
+
+def sample_depths(near: torch.Tensor, far: torch.Tensor, n_samples: int = N_SAMPLES, *, perturb: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """(R,) near/far → (R,S) sample depths, linear between them; jittered within their bins when ``perturb``."""
+    t = torch.linspace(0.0, 1.0, n_samples, device=near.device, dtype=near.dtype)
+    z = near[:, None] * (1.0 - t) + far[:, None] * t
+    if perturb:
+        mids = 0.5 * (z[:, 1:] + z[:, :-1])
+        upper = torch.cat([mids, z[:, -1:]], dim=1)
+        lower = torch.cat([z[:, :1], mids], dim=1)
+        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        z = lower + (upper - lower) * u
+    return z
+
+
+def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
+                white_bkgd: bool = False) -> RayOutputs:
+    """Composite raw network outputs along each ray (NeRF quadrature as in the original)."""
+    dists = z_vals[:, 1:] - z_vals[:, :-1]
+    dists = torch.cat([dists, torch.full_like(dists[:, :1], FAR_DIST)], dim=1)
+    dists = dists * torch.linalg.norm(ray_d, dim=-1)[:, None]  # z-depth steps → metric distance
+    rgb = torch.sigmoid(raw[..., :3])
+    alpha = 1.0 - torch.exp(-F.relu(raw[..., 3]) * dists)
+    ones = torch.ones_like(alpha[:, :1])
+    transmittance = torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    weights = alpha * transmittance
+    rgb_map = torch.sum(weights[..., None] * rgb, dim=1)
+    acc_map = torch.sum(weights, dim=1)
+    depth_map = torch.sum(weights * z_vals, dim=1)
+    if white_bkgd:
+        rgb_map = rgb_map + (1.0 - acc_map[:, None])
+    return RayOutputs(rgb_map=rgb_map, acc_map=acc_map, depth_map=depth_map, weights=weights)
+
+
+def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+                  ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                  latent_index: int | torch.Tensor, n_samples: int, perturb: bool) -> RayOutputs:
+    z_vals = sample_depths(near, far, n_samples, perturb=perturb)
+    pts = ray_o[:, None] + ray_d[:, None] * z_vals[..., None]  # (R,S,3) world
+    viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
+    viewdir = viewdir[:, None].expand_as(pts)
+    raw = network.calculate_density_color(pts.reshape(-1, 3), viewdir.reshape(-1, 3), volumes, sparse_input,
+                                          latent_index)
+    return raw2outputs(raw.reshape(-1, n_samples, 4), z_vals, ray_d)
+
+
+def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+                ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                latent_index: int | torch.Tensor, *, n_samples: int = N_SAMPLES, perturb: bool = False,
+                chunk: int = CHUNK) -> RayOutputs:
+    """Render R rays (all assumed to hit the box) in chunks of ``chunk`` rays → ``RayOutputs``."""
+    jitter = bool(perturb) and network.training
+    parts = [
+        _render_chunk(network, volumes, sparse_input, ray_o[i:i + chunk], ray_d[i:i + chunk], near[i:i + chunk],
+                      far[i:i + chunk], latent_index, n_samples, jitter)
+        for i in range(0, ray_o.shape[0], chunk)
+    ]
+    if not parts:
+        empty = ray_o.new_zeros((0,))
+        return RayOutputs(ray_o.new_zeros((0, 3)), empty, empty, ray_o.new_zeros((0, n_samples)))
+    if len(parts) == 1:
+        return parts[0]
+    return RayOutputs(*(torch.cat([getattr(p, name) for p in parts], dim=0)
+                        for name in ("rgb_map", "acc_map", "depth_map", "weights")))
+
+
+class ImageRenderer(Protocol):
+    def render(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int,
+               K: np.ndarray, R: np.ndarray, T: np.ndarray, width: int, height: int) -> ImageRender: ...
+
+
+@dataclass
+class ReferenceRenderer:
+    """Every pixel whose ray hits the padded world box, 64 uniform samples, chunks of 2048 rays."""
+
+    n_samples: int = N_SAMPLES
+    chunk: int = CHUNK
+
+    def render(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int,
+               K: np.ndarray, R: np.ndarray, T: np.ndarray, width: int, height: int) -> ImageRender:
+        device = network.c.weight.device
+        sparse_input = sparse_input.to(device)
+        ray_o, ray_d = get_rays(height, width, K, R, T, device=device)
+        near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
+        rgb = torch.zeros((height, width, 3), device=device)
+        acc = torch.zeros((height, width), device=device)
+        depth = torch.zeros((height, width), device=device)
+        if bool(mask.any()):
+            volumes = network.encode_sparse_voxels(sparse_input)
+            out = render_rays(network, volumes, sparse_input, ray_o[mask], ray_d[mask], near[mask], far[mask],
+                              latent_index, n_samples=self.n_samples, chunk=self.chunk)
+            rgb[mask] = out.rgb_map
+            acc[mask] = out.acc_map
+            depth[mask] = out.depth_map
+        return ImageRender(rgb=rgb.cpu().numpy(), alpha=acc.cpu().numpy(), depth=depth.cpu().numpy(),
+                           mask_at_box=mask.cpu().numpy())
+
+
+def render_image(network: NeuralBodyNetwork, vertices: np.ndarray | torch.Tensor, Rh: np.ndarray | torch.Tensor,
+                 Th: np.ndarray | torch.Tensor, latent_index: int, K: np.ndarray, R: np.ndarray, T: np.ndarray,
+                 width: int, height: int, *, renderer: ImageRenderer | None = None,
+                 box_padding: BoxPadding = ZJU_PADDING, voxel_size: float = VOXEL_SIZE) -> ImageRender:
+    """Render one image of the body posed as ``vertices`` (V,3 world metres, with its Rh/Th) seen by the OpenCV
+    camera K, R, T (metres) at width×height, with appearance code ``latent_index``."""
+    if not 0 <= int(latent_index) < network.num_train_frames:
+        raise ValueError(f"latent_index must be in [0, {network.num_train_frames - 1}]; got {latent_index}")
+    sparse_input = prepare_sparse_input(vertices, Rh, Th, voxel_size=voxel_size, box_padding=box_padding,
+                                        device=network.c.weight.device)
+    renderer = renderer if renderer is not None else ReferenceRenderer()
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            return renderer.render(network, sparse_input, int(latent_index), K, R, T, int(width), int(height))
+    finally:
+        network.train(was_training)
