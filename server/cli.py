@@ -13,7 +13,7 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-demo-body": ("server.body.demo_body_build", "build the openly licensed demo body model from MakeHuman assets"),
+    "build-demo-body": ("server.body.demo_body_build", "build the open demo body model from MakeHuman assets"),
     "make-data": ("server.data.make_data", "render a synthetic multi-view dataset in the ZJU-MoCap layout"),
     "demo": ("server.demo", "run the end-to-end demo and write demo_output/"),
     "import-checkpoint": ("server.neural_body.checkpoint_import",
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("server.neural_body.evaluate", "evaluate an actor: PSNR/SSIM (Neural Body protocol), IoU/Chamfer"),
     "mesh": ("server.neural_body.mesh", "extract a coloured mesh of an actor in one pose as a PLY"),
     "bench": ("server.bench", "measure rendering, meshing and training speed (JSON)"),
+    "serve": ("server.serve", "run the local inference server (HTTP API v1) for the Blender add-on"),
 }
 
 

@@ -1,0 +1,79 @@
+"""Run the local inference server (HTTP API v1, docs/API.md) over the actor folders under --actors.
+
+Every call but GET /v1/health needs ``Authorization: Bearer <token>``. The token is generated on first start,
+printed once and stored with 0600 permissions in $XDG_CONFIG_HOME/neural-human/token (default
+~/.config/neural-human/token); --token sets one explicitly (not stored). The server binds 127.0.0.1; binding any
+other address needs --allow-remote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actors", type=Path, default=Path("actors"), help="folder holding actor folders")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="model device")
+    parser.add_argument("--token", default=None, help="use this bearer token instead of the stored one")
+    parser.add_argument("--jobs-dir", type=Path, default=None,
+                        help="folder for job frames (default: a new temporary folder)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.http.auth import load_or_create_token, token_path
+
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            print(f"error: --host {args.host} is not a loopback address; anyone who can reach it could use the GPU "
+                  "with the token. Pass --allow-remote to bind it anyway.", file=sys.stderr)
+            return 2
+        print(f"warning: binding {args.host}: the API is reachable from other machines (bearer token required, "
+              "traffic is not encrypted)", file=sys.stderr)
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port must be 1..65535; got {args.port}", file=sys.stderr)
+        return 2
+    if not args.actors.is_dir():
+        print(f"error: --actors {args.actors}: no such folder (create it or point to your actors)", file=sys.stderr)
+        return 2
+    if args.token is not None:
+        if len(args.token) < 16:
+            print("error: --token must be at least 16 characters", file=sys.stderr)
+            return 2
+        token = args.token
+    else:
+        token, created = load_or_create_token()
+        if created:
+            print(f"API token (stored in {token_path()}): {token}", flush=True)
+        else:
+            print(f"API token: stored in {token_path()}", flush=True)
+
+    import uvicorn
+
+    from server.http.app import create_app, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    app = create_app(str(args.actors), token, device,
+                     str(args.jobs_dir) if args.jobs_dir is not None else None)
+    print(f"serving actors from {args.actors.resolve()} on http://{args.host}:{args.port}/v1 (device {device})",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
