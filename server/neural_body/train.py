@@ -9,7 +9,7 @@ The original trains 200k iterations (400 epochs) on 4 GPUs.
 Checkpoints (network + optimizer + scheduler + step + random states) are written atomically to
 ``ACTOR_DIR.train/latest.pt`` every ``--save-every`` steps; ``--resume`` continues from there. At the end the actor
 folder (model.pt, actor.json, motion.npz, shapes.npy) is written. Multi-GPU: launch with ``torchrun
---nproc_per_node N python -m server train ...``; each rank draws its own image, gradients are averaged
+--nproc_per_node N -m server train ...``; each rank draws its own image, gradients are averaged
 (DistributedDataParallel) and rank 0 writes.
 """
 
