@@ -51,7 +51,7 @@ body: setup
 	$(PY) -m server build-demo-body
 
 data: setup
-	$(PY) -m server make-data --preset demo --out data/demo
+	$(PY) -m server make-data --preset demo --out data/demo --force
 
 clean:
 	rm -rf build dist demo_output .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MOTION_CLIP = REPO_ROOT / "server" / "data" / "assets" / "meshcapade_apose_to_handsFront_smplx.npz"  # MIT, bundled
 
 # Stages of the full product that are not built yet: (name, what it will do). Printed, never faked.
 MISSING_STAGES: list[tuple[str, str]] = [
@@ -57,7 +57,7 @@ def _pose_demo_body(out: Path) -> dict:
     from server.body.model import load_body_model
 
     model = load_body_model()
-    clip = np.load(SHARED_DATA / "smpl_motion" / "meshcapade_apose_to_handsFront_smplx.npz")
+    clip = np.load(MOTION_CLIP)
     poses = np.zeros((len(clip["poses"]), 72), np.float32)
     poses[:, :66] = clip["poses"][:, :66]
     body = {"global_orient": poses[:, :3], "body_pose": poses[:, 3:], "transl": clip["trans"].astype(np.float32),
