@@ -22,10 +22,10 @@ MOTION_CLIP = REPO_ROOT / "server" / "data" / "assets" / "meshcapade_apose_to_ha
 
 # Stages of the full product that are not built yet: (name, what it will do). Printed, never faked.
 MISSING_STAGES: list[tuple[str, str]] = [
-    ("demo actor", "a Neural Body actor trained on the demo dataset, to render and mesh (issue: Neural Body)"),
-    ("inference server", "`python -m server serve` with the HTTP API v1 (issue: inference server)"),
+    ("demo actor", "a Neural Body actor trained on the demo dataset, to render and mesh (needs a GPU to train)"),
+    ("render through the server", "`python -m server serve` exists; it renders the demo actor once it exists"),
     ("Blender add-on", "drive the actor from a rig and a camera, import frames and meshes (issue: Blender extension)"),
-    ("retargeting", "the CMU walk BVH on an SMPL rig (issue: retargeting)"),
+    ("retargeting in Blender", "the CMU walk BVH on an SMPL rig: the pure core exists, the Blender layer does not"),
 ]
 
 
