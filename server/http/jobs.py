@@ -3,10 +3,8 @@ finished frame is an npz written atomically into the job's folder, and stays the
 
 from __future__ import annotations
 
-import os
 import queue as queue_module
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -15,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from server.atomic_files import write_bytes_atomic
 from server.http.actor_registry import ActorRegistry
 from server.http.errors import ApiError
 from server.http.frames import mesh_frame, npz_bytes, render_frame
@@ -50,15 +49,7 @@ class Job:
                 "frames_done": sorted(self.finished)}
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
 
 
 class JobManager:
@@ -128,7 +119,7 @@ class JobManager:
                     break
                 try:
                     arrays = self.inference.run(partial(self._frame, job.request, f))
-                    write_atomic(job.folder / f"{f.frame:06d}.npz", npz_bytes(arrays))
+                    write_bytes_atomic(job.folder / f"{f.frame:06d}.npz", npz_bytes(arrays))
                     job.finished.add(f.frame)
                 except ApiError as err:
                     job.errors[f.frame] = err.message

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from server.atomic_files import write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -214,15 +215,7 @@ def ply_bytes(mesh: Mesh) -> bytes:
 def write_ply(path: str | os.PathLike[str], mesh: Mesh) -> None:
     """Write ``mesh`` as a binary PLY, atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    data = ply_bytes(mesh)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, ply_bytes(mesh))
 
 
 def read_ply(path: str | os.PathLike[str]) -> Mesh:

@@ -21,7 +21,6 @@ from mathutils import Vector  # noqa: E402
 
 from neural_human_addon import scene_camera  # noqa: E402
 
-
 _DATA_KINDS = ("objects", "meshes", "materials", "cameras", "images", "scenes")
 
 
