@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="model device")
     parser.add_argument("--token", default=None, help="use this bearer token instead of the stored one")
     parser.add_argument("--jobs-dir", type=Path, default=None,
-                        help="folder for job frames (default: a new temporary folder)")
+                        help="folder for jobs (frames + job.json); jobs found there are served again after a restart "
+                             "(default: $XDG_CACHE_HOME/neural-human/jobs, i.e. ~/.cache/neural-human/jobs)")
+    parser.add_argument("--cache-mb", type=int, default=512,
+                        help="memory budget in MiB of the per-pose feature cache (0 disables it; default 512)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
 
 
@@ -47,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         print(f"error: --port must be 1..65535; got {args.port}", file=sys.stderr)
         return 2
+    if args.cache_mb < 0:
+        print(f"error: --cache-mb must be >= 0 (0 disables the cache); got {args.cache_mb}", file=sys.stderr)
+        return 2
     if not args.actors.is_dir():
         print(f"error: --actors {args.actors}: no such folder (create it or point to your actors)", file=sys.stderr)
         return 2
@@ -71,9 +77,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    app = create_app(str(args.actors), token, device,
-                     str(args.jobs_dir) if args.jobs_dir is not None else None)
-    print(f"serving actors from {args.actors.resolve()} on http://{args.host}:{args.port}/v1 (device {device})",
+    from server.http.app import default_jobs_dir
+
+    jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
+    try:
+        app = create_app(str(args.actors), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20)
+    except OSError as err:
+        print(f"error: --jobs-dir {jobs_dir}: {err}", file=sys.stderr)
+        return 2
+    print(f"serving actors from {args.actors.resolve()} on http://{args.host}:{args.port}/v1 (device {device}, "
+          f"jobs in {jobs_dir})",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -21,12 +21,16 @@ ACTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class LoadedActor:
     actor: Any  # server.neural_body.actor.Actor
     body_model: Any  # server.body.model.BodyModel on the server's device
+    actor_id: str = ""
 
 
 class ActorRegistry:
-    def __init__(self, root: str | Path, device: str = "cpu"):
+    def __init__(self, root: str | Path, device: str = "cpu", cache_bytes: int = 512 * 2**20):
+        from server.neural_body.feature_cache import FeatureCache
+
         self.root = Path(root).resolve()
         self.device = device
+        self.feature_cache = FeatureCache(cache_bytes)  # per-pose feature volumes of the loaded actors
         self._loaded: dict[str, LoadedActor] = {}
         self._lock = threading.Lock()
 
@@ -79,7 +83,7 @@ class ActorRegistry:
             except ActorError as err:
                 raise ApiError(500, "actor_broken", f"actor {actor_id!r} cannot be loaded: {err}", "id") from err
             body_model = self._body_model(actor_id, actor)
-            loaded = LoadedActor(actor, body_model)
+            loaded = LoadedActor(actor, body_model, actor_id)
             self._loaded[actor_id] = loaded
             return loaded
 
@@ -102,6 +106,7 @@ class ActorRegistry:
         self.folder(actor_id)
         with self._lock:
             was = self._loaded.pop(actor_id, None) is not None
+            self.feature_cache.evict_owner(actor_id)
         if was and str(self.device).startswith("cuda"):
             import torch
 

@@ -4,7 +4,8 @@ results as npz / PNG / PLY. ``create_app(actors_root, token, device)`` builds it
 from __future__ import annotations
 
 import io
-import tempfile
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from server.http.schemas import JobRequest, MeshRequest, RenderRequest
 
 API_VERSION = "v1"
 NPZ_TYPE = "application/x-npz"
+DEFAULT_CACHE_MB = 512
 
 
 def resolve_device(device: str) -> str:
@@ -62,18 +64,27 @@ def _wants(request: Request, media_type: str) -> bool:
     return any(part.split(";")[0].strip().lower() == media_type for part in accept.split(","))
 
 
-def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str | None = None) -> FastAPI:
-    """The app over the actor folders under ``actors_root``; job frames go under ``jobs_dir`` (a temp folder by
-    default)."""
+def default_jobs_dir() -> Path:
+    """$XDG_CACHE_HOME/neural-human/jobs (default ~/.cache/neural-human/jobs): jobs outlive the server process."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "neural-human" / "jobs"
+
+
+def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str | None = None,
+               cache_bytes: int = DEFAULT_CACHE_MB * 2**20) -> FastAPI:
+    """The app over the actor folders under ``actors_root``; jobs live under ``jobs_dir`` (``default_jobs_dir()``
+    when None) and the jobs found there from earlier runs are served again; per-pose feature volumes are cached up
+    to ``cache_bytes``."""
     app = FastAPI(title="Neural Human inference server", version=__version__,
                   description="HTTP API v1 (see docs/API.md)")
     install_error_handlers(app)
     install_fallback_handler(app)
-    registry = ActorRegistry(actors_root, device)
+    registry = ActorRegistry(actors_root, device, cache_bytes)
     queue = InferenceQueue()
     app.state.registry = registry
+    cache = registry.feature_cache
     app.state.queue = queue
-    jobs = JobManager(jobs_dir or tempfile.mkdtemp(prefix="neural-human-jobs-"), registry, queue)
+    jobs = JobManager(jobs_dir or default_jobs_dir(), registry, queue)
     app.state.jobs = jobs
 
     def require_token(request: Request) -> None:
@@ -87,7 +98,9 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "api_version": API_VERSION, "server_version": __version__,
-                "device": device_info(device), "loaded_actors": registry.loaded_ids(), "queue_waiting": queue.waiting}
+                "device": device_info(device), "loaded_actors": registry.loaded_ids(), "queue_waiting": queue.waiting,
+                "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
+                                  "hits": cache.hits, "misses": cache.misses}}
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 
@@ -120,7 +133,7 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
             raise ApiError(422, "invalid_request", "outputs: a PNG answer needs 'rgba' in outputs", "outputs")
 
         arrays = queue.run(lambda: render_frame(registry.get(actor_id), req.body, req.camera, req.outputs,
-                                                req.appearance_frame))
+                                                req.appearance_frame, registry.feature_cache))
         if png:
             return Response(png_bytes(arrays["rgba"]), media_type="image/png")
         return Response(npz_bytes(arrays), media_type=NPZ_TYPE)

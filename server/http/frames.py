@@ -4,13 +4,16 @@ Callers run these inside the inference queue."""
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from server.http.actor_registry import LoadedActor
 from server.http.errors import ApiError
 from server.http.schemas import MAX_MESH_GRID_POINTS, Camera, check_appearance_frame, grid_points
+
+if TYPE_CHECKING:
+    from server.neural_body.feature_cache import FeatureCache
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -40,16 +43,19 @@ def pose_body(loaded: LoadedActor, body: dict[str, Any]) -> tuple[np.ndarray, np
 
 
 def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: Camera, outputs: list[str],
-                 appearance_frame: int | None) -> dict[str, np.ndarray]:
-    """→ {"rgba": (H,W,4) float32 straight alpha, "depth": (H,W) float32, 0 where alpha = 0} (those in outputs)."""
+                 appearance_frame: int | None, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
+    """→ {"rgba": (H,W,4) float32 straight alpha, "depth": (H,W) float32, 0 where alpha = 0} (those in outputs).
+    With ``cache`` the pose's feature volumes are reused across cameras (same pixels as without)."""
+    from server.neural_body.feature_cache import CachedRenderer
     from server.neural_body.volume_renderer import render_image
 
     network = loaded.actor.network
     latent = check_appearance_frame(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
+    renderer = CachedRenderer(cache, loaded.actor_id, pose=(verts, rh, th)) if cache is not None else None
     result = render_image(network, verts, rh, th, latent, np.asarray(camera.K, np.float64),
                           np.asarray(camera.R, np.float64), np.asarray(camera.T, np.float64), camera.width,
-                          camera.height)
+                          camera.height, renderer=renderer)
     alpha = np.clip(result.alpha, 0.0, 1.0).astype(np.float32)
     out = {}
     if "rgba" in outputs:

@@ -25,7 +25,7 @@ DIRECTION_EPS = 1e-5
 
 
 def _matrix(x: np.ndarray | torch.Tensor, shape: tuple[int, ...], name: str, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64))
+    t = torch.from_numpy(np.array(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64))
     if t.numel() != int(np.prod(shape)):
         raise ValueError(f"{name} must have shape {list(shape)}; got {list(t.shape)}")
     t = t.reshape(shape)

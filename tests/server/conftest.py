@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,25 +93,21 @@ class Server:
     config_dir: Path
     actors: Path
     jobs: Path
+    process: subprocess.Popen | None = None
 
     def client(self, token: str | None = "default") -> httpx.Client:
         headers = {} if token is None else {"Authorization": f"Bearer {self.token if token == 'default' else token}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120.0)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("server")
-    actors = root / "actors"
-    actors.mkdir()
-    make_actor(actors)
-    (actors / "not-an-actor").mkdir()  # folders without a manifest are not listed
-    config = root / "config"
+@contextmanager
+def running_server(actors: Path, jobs: Path, config: Path, log_path: Path, *extra: str) -> Iterator[Server]:
+    """`python -m server serve` as a subprocess on a free port, stopped (SIGTERM, then SIGKILL) on exit."""
     port = free_port()
     env = {**os.environ, "XDG_CONFIG_HOME": str(config), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    log = open(root / "server.log", "w+")  # noqa: SIM115 (closed below)
+    log = open(log_path, "a+")  # noqa: SIM115 (closed below)
     command = [sys.executable, "-m", "server", "serve", "--actors", str(actors), "--port", str(port), "--device", "cpu",
-               "--jobs-dir", str(root / "jobs")]
+               "--jobs-dir", str(jobs), *extra]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -127,11 +125,24 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                 raise RuntimeError("server did not answer /v1/health within 60 s")
             time.sleep(0.2)
         token_file = config / "neural-human" / "token"
-        yield Server(url, token_file.read_text().strip(), config, actors, root / "jobs")
+        yield Server(url, token_file.read_text().strip(), config, actors, jobs, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("server")
+    actors = root / "actors"
+    actors.mkdir()
+    make_actor(actors)
+    (actors / "not-an-actor").mkdir()  # folders without a manifest are not listed
+    with running_server(actors, root / "jobs", root / "config", root / "server.log") as srv:
+        yield srv
