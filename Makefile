@@ -19,7 +19,7 @@ help:
 
 # A machine whose system Python already has torch (a GPU machine with CUDA torch) keeps that torch:
 # the venv then sees system packages and torch is not reinstalled. Elsewhere torch==$(TORCH_VERSION) (CPU wheel).
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt constraints.txt
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
 		echo "setup: using the system torch ($$($(PYTHON) -c 'import torch;print(torch.__version__)'))"; \
 		$(PYTHON) -m venv --system-site-packages $(VENV); \
@@ -27,7 +27,7 @@ $(STAMP): requirements.txt
 		$(PYTHON) -m venv $(VENV); \
 		$(VENV)/bin/pip install -q torch==$(TORCH_VERSION); \
 	fi
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements.txt -c constraints.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)
