@@ -2,8 +2,10 @@
 
 Figures per device (CPU always, CUDA when available): sparse-conv encode time per pose, rendering throughput
 (rays/s with 64 samples per ray) and the time of a 256×256 frame (measured on a subset of its rays, extrapolated to
-all rays that hit the body box), mesh extraction (measured on a coarse grid, extrapolated to the 5 mm grid by the
-number of grid points) and training iterations per second (1024 rays, forward + backward + Adam step).
+all rays that hit the body box), the round trip of a 256×256 render through the HTTP API vs the same render
+in-process and a render of a cached pose vs an uncached one (64×64 on CPU with --quick), mesh extraction (measured
+on a coarse grid, extrapolated to the 5 mm grid by the number of grid points) and training iterations per second
+(1024 rays, forward + backward + Adam step).
 
 The body is the actor's (``--actor``: its first captured frame, or the demo body's rest pose) or, by default, a
 randomly initialised network on the demo body's vertex count in its rest pose. Every figure says whether it was
@@ -13,6 +15,7 @@ measured or extrapolated, and from what.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -150,6 +153,95 @@ def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, 
     return out
 
 
+def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np.ndarray], *,
+                quick: bool) -> dict[str, Any]:
+    """Round trip of one render through the HTTP API (a real uvicorn on 127.0.0.1, cache off) vs the same request
+    rendered in-process, and a render whose pose is in the feature cache vs one that encodes it."""
+    import socket
+    import threading
+
+    import httpx
+    import torch
+    import uvicorn
+
+    from server.http.app import create_app
+    from server.http.frames import render_frame
+    from server.http.schemas import Camera
+    from server.neural_body.actor import ActorManifest, Motion, save_actor
+    from server.neural_body.feature_cache import FeatureCache
+    from server.neural_body.sparse_input import prepare_sparse_input
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    verts, Rh, Th = body
+    size = 64 if quick and device.type == "cpu" else 256
+    repeats = 1 if quick else 3
+    world_bounds = prepare_sparse_input(verts, Rh, Th).world_bounds.numpy()
+    K, R, T = _camera_facing(world_bounds, size)
+    wire_body = {"poses": [0.0] * 72, "shapes": [0.0] * 10, "Rh": np.asarray(Rh, float).tolist(),
+                 "Th": np.asarray(Th, float).tolist()}
+    wire_camera = {"K": K.tolist(), "R": R.tolist(), "T": T.tolist(), "width": size, "height": size}
+    request = {"body": wire_body, "camera": wire_camera, "outputs": ["rgba", "depth"]}
+    out: dict[str, Any] = {"size": size, "repeats": repeats}
+    with tempfile.TemporaryDirectory(prefix="neural-human-bench-") as tmp:
+        root = Path(tmp)
+        manifest = ActorManifest(name="bench", body_model="demo", vertex_count=network.num_vertices,
+                                 frames_trained=network.num_train_frames)
+        motion = Motion(np.zeros((1, 72), np.float32), np.zeros((1, 10), np.float32),
+                        np.float32(Rh).reshape(1, 3), np.float32(Th).reshape(1, 3))
+        save_actor(root / "actors" / "bench", network.cpu(), manifest, motion, np.zeros(10, np.float32))
+        network.to(device)
+        app = create_app(str(root / "actors"), "bench-token-0123456789", device.type, str(root / "jobs"),
+                         cache_bytes=0)
+        registry = app.state.registry
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not server.started:
+                if time.monotonic() > deadline or not thread.is_alive():
+                    raise RuntimeError("the benchmark's HTTP server did not start")
+                time.sleep(0.05)
+            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                                  headers={"Authorization": "Bearer bench-token-0123456789"})
+
+            def over_http() -> None:
+                r = client.post("/v1/actors/bench/render", json=request)
+                if r.status_code != 200:
+                    raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
+                np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
+
+            http_s = _timed(over_http, repeats, sync)
+            client.close()
+        finally:
+            server.should_exit = True
+            thread.join(10)
+        loaded = registry.get("bench")
+        camera = Camera(**wire_camera)
+
+        def in_process(cache: FeatureCache | None = None) -> None:
+            render_frame(loaded, wire_body, camera, ["rgba", "depth"], None, cache)
+
+        direct_s = _timed(in_process, repeats, sync)
+        cache = FeatureCache(512 * 2**20)
+        cached_s = _timed(lambda: in_process(cache), repeats, sync)  # the warm-up call fills the cache
+    out["http_ms"] = round(1000 * http_s, 1)
+    out["in_process_ms"] = round(1000 * direct_s, 1)
+    out["http_over_in_process"] = round(http_s / direct_s, 3)
+    out["cached_pose_ms"] = round(1000 * cached_s, 1)
+    out["uncached_pose_ms"] = out["in_process_ms"]
+    out["cached_over_uncached"] = round(cached_s / direct_s, 3)
+    out["note"] = (f"{size}x{size} render (rgba + depth npz) of one pose; in-process = the server's render_frame "
+                   "without HTTP; cached = the pose's feature volumes already in the cache (camera-only work)")
+    return out
+
+
 def run_bench(*, actor_dir: Path | None = None, quick: bool = False, devices: list[str] | None = None) -> dict:
     import torch
 
@@ -180,6 +272,8 @@ def run_bench(*, actor_dir: Path | None = None, quick: bool = False, devices: li
     }
     for name in chosen:
         result["devices"][name] = bench_device(torch.device(name), network, (verts, Rh, Th), quick=quick)
+        if what.startswith("demo body"):  # the HTTP figures need an actor on the demo body model
+            result["devices"][name]["http"] = bench_http(torch.device(name), network, (verts, Rh, Th), quick=quick)
     result["total_seconds"] = round(time.perf_counter() - start, 1)
     return result
 
