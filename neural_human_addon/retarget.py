@@ -4,8 +4,10 @@ Each mapped target bone's world direction (head -> head of the mapped child join
 whatever the rest poses (T vs A) and bone rolls: with D the source bone's world rotation change since rest (swung
 onto the source's posed head->child direction when unmapped in-between bones also turned it) and A the rest offset
 turning the target's rest direction onto the source's rest direction, the target bone's posed world orientation is
-D·A·B_target. The twist about the bone comes with D (its swing-twist twist part maps through A).
-Unmapped target bones keep their rest pose relative to their parent.
+D·A·B_target. The twist about the bone comes with D (its swing-twist twist part maps through A). A mapped bone
+whose direction cannot be measured (CMU's zero-length LeftHand -> LeftFingerBase) takes its nearest mapped
+ancestor's rest offset A, so T- and A-pose targets still agree on it. Unmapped target bones keep their rest pose
+relative to their parent.
 
 Matrices are 4×4 world matrices (in Blender: object.matrix_world @ bone.matrix_local for rest,
 object.matrix_world @ pose_bone.matrix for posed). Local results are what a bpy layer assigns to
@@ -86,18 +88,22 @@ def _mapped_indices(skel: Skeleton, bone_map: Mapping[str, str | None]) -> dict[
 
 @dataclass
 class RootOptions:
-    """Root motion: translation scaled by the leg-length ratio (or `scale` if given)."""
+    """Root motion: translation scaled by the leg-length ratio (or `scale` if given).
+
+    keep_on_ground: on the SOURCE's foot-contact frames the target root moves vertically so that the target's lowest
+    foot joint is as high above floor_height as the source's lowest foot joint times the scale (the correction is
+    interpolated in between), and on every frame no target foot joint goes below floor_height."""
 
     scale: float | None = None
     in_place: bool = False  # drop the horizontal root motion
-    keep_on_ground: bool = False  # hold the lowest foot at floor_height on contact frames
-    floor_height: float = 0.0
-    # Height of the lowest foot joint above the floor when standing (joints sit above the sole); None: take it from
-    # the target's rest pose, assumed to stand on the floor.
+    keep_on_ground: bool = False
+    floor_height: float = 0.0  # world height of the floor, shared by source and target
+    # With keep_on_ground: hold the lowest target foot joint this high above the floor on contact frames instead of
+    # following the source's foot height (joints sit above the sole). None: follow the source.
     foot_clearance: float | None = None
     fps: float = 30.0
-    contact_speed: float = 0.3  # m/s, in target units
-    contact_height: float = 0.08  # m above the lowest foot height of the clip
+    contact_speed: float = 0.3  # m/s, in target units (divided by the scale on the source)
+    contact_height: float = 0.08  # m above the clip's lowest foot height, in target units
 
 
 @dataclass
@@ -205,6 +211,63 @@ def foot_contacts(
 _FOOT_JOINTS = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
+def _inherited_offset(j: str, offsets: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The rest offset of j's nearest ancestor that has one (identity if none): the default for a bone whose
+    source direction cannot be measured, so its world change follows the source's composed with the parent's."""
+    p = SMPL_PARENTS[SMPL_JOINT_NAMES.index(j)]
+    while p >= 0:
+        if SMPL_JOINT_NAMES[p] in offsets:
+            return offsets[SMPL_JOINT_NAMES[p]]
+        p = SMPL_PARENTS[p]
+    return np.eye(3)
+
+
+def _feet(skel_idx: Mapping[str, int]) -> list[int]:
+    return [skel_idx[j] for j in _FOOT_JOINTS if j in skel_idx]
+
+
+def source_ground_targets(
+    source_posed: np.ndarray, src_idx: Mapping[str, int], scale: float, root: RootOptions, up: np.ndarray = Z_UP
+) -> tuple[np.ndarray, np.ndarray]:
+    """(contact (F,) bool, wanted lowest target foot height (F,)): contacts detected on the source's mapped foot
+    joints (thresholds in target units, divided by the scale); wanted height = floor + scale · the source's lowest
+    foot height above the floor (or floor + foot_clearance), never below the floor."""
+    s_feet = _feet(src_idx)
+    if not s_feet:
+        raise RetargetError("keep_on_ground needs the ankles or feet mapped on the source rig; map them")
+    pos = np.asarray(source_posed)[:, s_feet][..., :3, 3]
+    h = pos @ up
+    contact = foot_contacts(h, root.fps, root.contact_speed / scale, root.contact_height / scale, pos).any(axis=1)
+    if root.foot_clearance is not None:
+        want = np.full(len(h), root.floor_height + root.foot_clearance)
+    else:
+        want = root.floor_height + scale * (h.min(axis=1) - root.floor_height)
+    return contact, np.maximum(want, root.floor_height)
+
+
+def ground_shift(
+    source_posed: np.ndarray,
+    src_idx: Mapping[str, int],
+    target_posed: np.ndarray,
+    tgt_idx: Mapping[str, int],
+    scale: float,
+    root: RootOptions,
+    up: np.ndarray = Z_UP,
+) -> np.ndarray:
+    """Vertical root shift (F,) for keep_on_ground: exact on the source's contact frames, interpolated in between
+    (no pops), then raised wherever a target foot joint would still be below the floor."""
+    t_feet = _feet(tgt_idx)
+    if not t_feet:
+        raise RetargetError("keep_on_ground needs the ankles or feet mapped on the target rig; map them")
+    contact, want = source_ground_targets(source_posed, src_idx, scale, root, up)
+    got = (target_posed[:, t_feet][..., :3, 3] @ up).min(axis=1)
+    frames = np.flatnonzero(contact)
+    shift = np.zeros(len(got))
+    if len(frames):
+        shift = np.interp(np.arange(len(got)), frames, (want - got)[frames])
+    return np.maximum(shift, root.floor_height - got)
+
+
 def retarget(
     source: Skeleton,
     source_posed: np.ndarray,
@@ -234,9 +297,10 @@ def retarget(
     src_rest_rot = orthonormalize(source.rest_world[:, :3, :3])
     world_lin: dict[int, np.ndarray] = {}
     children: dict[str, tuple[str, str]] = {}
-    for j, (s, t) in pairs.items():
+    offsets: dict[str, np.ndarray] = {}
+    for j, (s, t) in pairs.items():  # SMPL order: parents before children
         delta = orthonormalize(source_posed[:, s, :3, :3]) @ src_rest_rot[s].T  # (F,3,3) world change since rest
-        offset = np.eye(3)
+        offset = _inherited_offset(j, offsets)
         cc = _direction_children(j, source, src_idx, target, tgt_idx)
         if cc is not None:
             children[j] = cc
@@ -247,6 +311,7 @@ def retarget(
             # delta onto the posed direction, keeping its twist.
             d_posed = source_posed[:, src_idx[cc[0]], :3, 3] - source_posed[:, s, :3, 3]
             delta = rotation_between((delta @ d_src[:, None])[..., 0], d_posed) @ delta
+        offsets[j] = offset
         world_lin[t] = delta @ offset @ target.rest_world[t, :3, :3]
 
     scale = root.scale if root.scale is not None else root_scale(source, src_idx, target, tgt_idx, up)
@@ -257,21 +322,10 @@ def retarget(
     root_head = target.rest_heads[t_pel] + delta_root
     posed, local, loc = _forward(target, world_lin, t_pel, root_head, n_frames)
 
-    feet = [tgt_idx[j] for j in _FOOT_JOINTS if j in tgt_idx]
-    if root.keep_on_ground and feet:
-        pos = posed[:, feet][..., :3, 3]
-        heights = pos @ up
-        contact = foot_contacts(heights, root.fps, root.contact_speed, root.contact_height, pos)
-        lowest = np.where(contact, heights, np.inf).min(axis=1)
-        frames = np.flatnonzero(np.isfinite(lowest))
-        if len(frames):
-            clearance = root.foot_clearance
-            if clearance is None:
-                clearance = max(0.0, float((target.rest_heads[feet] @ up).min()) - root.floor_height)
-            # Correct contact frames exactly, interpolate the correction in between (no pops).
-            shift = np.interp(np.arange(n_frames), frames, root.floor_height + clearance - lowest[frames])
-            root_head = root_head + shift[:, None] * up
-            posed, local, loc = _forward(target, world_lin, t_pel, root_head, n_frames)
+    if root.keep_on_ground:
+        lift = ground_shift(source_posed, src_idx, posed, tgt_idx, scale, root, up)
+        root_head = root_head + lift[:, None] * up
+        posed, local, loc = _forward(target, world_lin, t_pel, root_head, n_frames)
 
     return RetargetResult(posed, local, matrix_to_quaternion(local), t_pel, loc, float(scale), target, pairs, children)
 
@@ -407,7 +461,9 @@ def quality_report(
     root: RootOptions | None = None,
     up: np.ndarray = Z_UP,
 ) -> dict:
-    """Per-bone world direction error (degrees), foot-height error on contact frames, root-trajectory error.
+    """Per-bone world direction error (degrees), foot-height error on the source's contact frames (target's lowest
+    foot joint vs where keep_on_ground wants it, see source_ground_targets), the deepest target foot below the floor,
+    and the root-trajectory error.
 
     Root error compares the target root with the scaled source root (horizontal part skipped when in_place)."""
     root = root or RootOptions()
@@ -422,22 +478,16 @@ def quality_report(
         ang = np.degrees(np.arccos(np.clip(np.sum(ds[j] * dt[j], axis=-1), -1.0, 1.0)))
         bones[j] = {"mean_deg": float(ang.mean()), "max_deg": float(ang.max())}
 
-    feet = [j for j in _FOOT_JOINTS if j in tgt_idx]
-    foot = {"contact_frames": 0, "mean_abs_m": 0.0, "max_abs_m": 0.0}
-    if feet:
-        pos = result.posed_world[:, [tgt_idx[j] for j in feet]][..., :3, 3]
-        h = pos @ up
-        contact = foot_contacts(h, root.fps, root.contact_speed, root.contact_height, pos)
-        lowest = np.where(contact, h, np.inf).min(axis=1)
-        on = np.isfinite(lowest)
-        if on.any():
-            clearance = root.foot_clearance
-            if clearance is None:
-                clearance = max(
-                    0.0, float((target.rest_heads[[tgt_idx[j] for j in feet]] @ up).min()) - root.floor_height
-                )
-            err = np.abs(lowest[on] - root.floor_height - clearance)
-            foot = {"contact_frames": int(on.sum()), "mean_abs_m": float(err.mean()), "max_abs_m": float(err.max())}
+    foot = {"contact_frames": 0, "mean_abs_m": 0.0, "max_abs_m": 0.0, "below_floor_max_m": 0.0}
+    t_feet, s_feet = _feet(tgt_idx), _feet(src_idx)
+    if t_feet:
+        low = (result.posed_world[:, t_feet][..., :3, 3] @ up).min(axis=1)
+        foot["below_floor_max_m"] = float(max(0.0, root.floor_height - low.min()))
+        if s_feet:
+            on, want = source_ground_targets(source_posed, src_idx, result.scale, root, up)
+            if on.any():
+                err = np.abs(low[on] - want[on])
+                foot.update(contact_frames=int(on.sum()), mean_abs_m=float(err.mean()), max_abs_m=float(err.max()))
 
     s, t = pairs["pelvis"]
     want = (source_posed[:, s, :3, 3] - source.rest_heads[s]) * result.scale

@@ -7,21 +7,17 @@ works with both the 4.2 Action.fcurves API and 5.0's layered (slotted) actions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 
 from .bone_maps import detect_bone_map
 from .retarget import (
     Y_TO_Z_UP,
-    Z_UP,
     RetargetError,
-    RetargetResult,
     RootOptions,
     Skeleton,
     SmplParams,
     armature_to_smpl,
-    foot_contacts,
     quality_report,
     retarget,
     smpl_forward_joints,
@@ -32,7 +28,6 @@ from .rotations import axis_angle_to_matrix
 from .smpl_skeleton import PRIMARY_CHILD, SMPL_JOINT_NAMES, SMPL_PARENTS
 
 BoneMap = Mapping[str, str | None]
-_FEET = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
 def _require_armature(obj, role: str) -> None:
@@ -122,43 +117,6 @@ def _key_result(target_obj, result, frames: Sequence[int], bone_names: Sequence[
                 pb.keyframe_insert("location", frame=f, group=pb.name)
 
 
-def follow_source_feet(
-    result: RetargetResult,
-    source: Skeleton,
-    source_posed: np.ndarray,
-    source_map: BoneMap,
-    target_map: BoneMap,
-    opts: RootOptions,
-    up: np.ndarray = Z_UP,
-) -> RetargetResult:
-    """Shift the target root vertically so that, on the source's foot-contact frames, the target's lowest foot joint
-    is as high above the floor as the source's lowest foot joint times the retarget scale (interpolated in between).
-
-    Unlike RootOptions.keep_on_ground (contacts detected on the target), the contacts come from the source, and the
-    lowest of all foot joints is used, so a foot that is not flagged cannot sink below the floor on a contact frame."""
-    s_feet = [source.index(source_map[j]) for j in _FEET if source_map.get(j)]
-    t_feet = [result.target.index(target_map[j]) for j in _FEET if target_map.get(j)]
-    if not s_feet or not t_feet:
-        raise RetargetError("following the source's feet needs ankles or feet mapped on both rigs; map them")
-    s_pos = np.asarray(source_posed)[:, s_feet][..., :3, 3]
-    s_h = s_pos @ up
-    scale = result.scale
-    contact = foot_contacts(s_h, opts.fps, opts.contact_speed / scale, opts.contact_height / scale, s_pos).any(axis=1)
-    frames = np.flatnonzero(contact)
-    if not len(frames):
-        return result
-    want = opts.floor_height + scale * (s_h.min(axis=1) - opts.floor_height)
-    got = (result.posed_world[:, t_feet][..., :3, 3] @ up).min(axis=1)
-    shift = np.interp(np.arange(len(got)), frames, (want - got)[frames])[:, None] * up  # (F, 3) world
-    posed = result.posed_world.copy()
-    posed[..., :3, 3] += shift[:, None]  # moving the root moves every bone; rotations stay
-    r = result.root_index
-    # pose_bone.location is in the root bone's parent-relative rest frame M0 = posed · basis⁻¹ (linear part).
-    m0_lin = posed[:, r, :3, :3] @ np.linalg.inv(result.local_rotations[:, r])
-    loc = result.root_location + np.linalg.solve(m0_lin, shift[..., None])[..., 0]
-    return replace(result, posed_world=posed, root_location=loc)
-
-
 def bake_retarget(
     source_obj,
     target_obj,
@@ -167,13 +125,13 @@ def bake_retarget(
     target_map: BoneMap | None = None,
     root_options: RootOptions | None = None,
     scene=None,
-    feet_follow_source: bool = False,
 ) -> dict:
     """Retarget source_obj's motion over frame_range (inclusive) onto target_obj and key it into a new action.
 
-    Bone maps are auto-detected from bone names when not given; feet_follow_source: see follow_source_feet.
-    Returns the core's quality_report plus
-    'scale', 'frames', 'source_map', 'target_map' and 'action' (the new action's name)."""
+    Bone maps are auto-detected from bone names when not given; RootOptions(keep_on_ground=True) puts the target's
+    feet where the scaled source's feet are on the source's contact frames (see RootOptions).
+    Returns the core's quality_report plus 'scale', 'frames', 'source_map', 'target_map' and
+    'action' (the new action's name)."""
     import bpy
 
     _require_armature(source_obj, "source")
@@ -193,8 +151,6 @@ def bake_retarget(
     posed = posed_world_matrices(source_obj, frames, scene, src_names)
     tgt, tgt_names = skeleton_from_armature(target_obj)
     result = retarget(src, posed, smap, tgt, tmap, opts)
-    if feet_follow_source:
-        result = follow_source_feet(result, src, posed, smap, tmap, opts)
 
     action = f"{target_obj.name}_from_{source_obj.name}"
     _fresh_action(target_obj, action)

@@ -7,6 +7,7 @@ from neural_human_addon.retarget import (
     RootOptions,
     Skeleton,
     armature_to_smpl,
+    foot_contacts,
     quality_report,
     retarget,
     smpl_forward_joints,
@@ -143,7 +144,7 @@ def test_armature_to_smpl_reproduces_directions() -> None:
         assert res.scale == pytest.approx(1 / 0.9, rel=1e-6)
 
 
-def test_root_in_place_and_keep_on_ground() -> None:
+def test_root_scaled_and_in_place() -> None:
     rng = np.random.default_rng(3)
     frames = 40
     heads = smpl_rest_joints() @ C_Y_TO_Z.T
@@ -164,24 +165,65 @@ def test_root_in_place_and_keep_on_ground() -> None:
     np.testing.assert_allclose(res.posed_world[:, 0, 2, 3] - tgt.rest_heads[0, 2], shift[:, 2] * 1.5, atol=1e-9)
     assert quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, res, opts)["root"]["horizontal_max_m"] < 1e-9
 
-    opts = RootOptions(in_place=True, keep_on_ground=True, fps=30.0, contact_speed=0.5, foot_clearance=0.0)
+
+FOOT_IDX = [SMPL_JOINT_NAMES.index(j) for j in ("left_ankle", "right_ankle", "left_foot", "right_foot")]
+
+
+def _standing_pair(rng: np.random.Generator, lift: float) -> tuple[Skeleton, Skeleton]:
+    """A source standing on the floor (lowest foot joint 5 cm up) and a 1.5× target whose rest floats `lift` up."""
+    heads = smpl_rest_joints() @ C_Y_TO_Z.T
+    heads[:, 2] -= heads[:, 2].min() - 0.05
+    src = Skeleton(list(SMPL_JOINT_NAMES), list(SMPL_PARENTS), rig_rest_world(heads, rng))
+    tgt = Skeleton(list(SMPL_JOINT_NAMES), list(SMPL_PARENTS), rig_rest_world(heads * 1.5 + [0, 0, lift], rng))
+    return src, tgt
+
+
+def test_keep_on_ground_follows_source_feet_and_never_sinks() -> None:
+    """Every frame a contact: the target's lowest foot sits at 1.5× the source's, clamped at the floor where the
+    source's own feet dip 3 cm below it."""
+    rng = np.random.default_rng(5)
+    frames = 40
+    src, tgt = _standing_pair(rng, lift=0.1)
+    bob = 0.08 * np.sin(2 * np.pi * np.arange(frames) / frames)
+    shift = np.stack([np.zeros(frames), np.zeros(frames), bob], axis=-1)
+    posed = pose_rig(src.rest_world, src.parents, random_deltas(rng, frames, 24, 0.05), shift)
+    opts = RootOptions(keep_on_ground=True, contact_speed=100.0, contact_height=100.0)
     res = retarget(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, opts)
-    report = quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, res, opts)
-    assert report["foot_contact"]["contact_frames"] > frames // 2
-    assert report["foot_contact"]["max_abs_m"] < 1e-9
-    opts = RootOptions(in_place=True, fps=30.0, contact_speed=0.5, foot_clearance=0.0)
-    unclamped = retarget(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, opts)
-    before = quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, unclamped, opts)
-    assert before["foot_contact"]["max_abs_m"] > 0.04  # without the clamp the toes float 4.5-7.5 cm up
-    # the clamp moves the root only vertically and leaves the rotations alone
-    np.testing.assert_allclose(res.local_rotations, unclamped.local_rotations, atol=1e-12)
-    np.testing.assert_allclose(res.posed_world[:, 0, :2, 3], unclamped.posed_world[:, 0, :2, 3], atol=1e-12)
-    # default clearance: the lowest foot joint is held at its rest height (7.5 cm: joints sit above the sole)
-    opts = RootOptions(in_place=True, keep_on_ground=True, fps=30.0, contact_speed=0.5)
+    src_low = posed[:, FOOT_IDX, 2, 3].min(axis=1)
+    tgt_low = res.posed_world[:, FOOT_IDX, 2, 3].min(axis=1)
+    assert src_low.min() < -0.02  # the source really goes through the floor
+    np.testing.assert_allclose(tgt_low, np.maximum(1.5 * src_low, 0.0), atol=1e-9)
+    report = quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, res, opts)["foot_contact"]
+    assert report["contact_frames"] == frames and report["max_abs_m"] < 1e-9 and report["below_floor_max_m"] < 1e-9
+    # without it the target floats with its rest lift
+    plain = retarget(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, RootOptions())
+    np.testing.assert_allclose(plain.posed_world[:, FOOT_IDX, 2, 3].min(axis=1) - 1.5 * src_low, 0.1, atol=1e-9)
+    # the correction moves the root only vertically and leaves the rotations alone
+    np.testing.assert_allclose(res.local_rotations, plain.local_rotations, atol=1e-12)
+    np.testing.assert_allclose(res.posed_world[:, 0, :2, 3], plain.posed_world[:, 0, :2, 3], atol=1e-12)
+
+
+def test_keep_on_ground_contacts_come_from_the_source() -> None:
+    """Stand, jump, land: contacts only while the source stands; the correction is interpolated through the jump,
+    so the airborne target follows the scaled source jump; foot_clearance pins the contact height instead."""
+    rng = np.random.default_rng(6)
+    frames = 40
+    src, tgt = _standing_pair(rng, lift=-0.04)  # this target's rest sinks 4 cm into the floor
+    t = np.arange(frames)
+    jump = np.where((t >= 12) & (t < 28), 0.4 * np.sin(np.pi * (t - 12) / 16), 0.0)
+    posed = pose_rig(src.rest_world, src.parents, np.tile(np.eye(3), (frames, 24, 1, 1)), jump[:, None] * [0, 0, 1])
+    opts = RootOptions(keep_on_ground=True, fps=30.0)
     res = retarget(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, opts)
-    toes = res.posed_world[:, [10, 11]][..., 2, 3].min(axis=1)
-    contact = quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, res, opts)["foot_contact"]
-    assert contact["max_abs_m"] < 1e-9 and np.isclose(toes.min(), 0.075)
+    report = quality_report(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, res, opts)["foot_contact"]
+    assert 20 <= report["contact_frames"] < frames and report["max_abs_m"] < 1e-9
+    tgt_low = res.posed_world[:, FOOT_IDX, 2, 3].min(axis=1)
+    np.testing.assert_allclose(tgt_low, 1.5 * posed[:, FOOT_IDX, 2, 3].min(axis=1), atol=1e-9)
+
+    opts = RootOptions(keep_on_ground=True, fps=30.0, foot_clearance=0.02)
+    res = retarget(src, posed, IDENTITY_MAP, tgt, IDENTITY_MAP, opts)
+    tgt_low = res.posed_world[:, FOOT_IDX, 2, 3].min(axis=1)
+    np.testing.assert_allclose(tgt_low[:10], 0.02, atol=1e-9)
+    assert tgt_low[20] > 0.5
 
 
 def test_bad_input_messages() -> None:
@@ -223,3 +265,38 @@ def test_real_bvh_walk_to_smpl(file: str, unit: float, up: str) -> None:
         (height[:, 0] - height[:, [7, 8]].min(axis=1) > 0.6) & (height[:, 0] - height[:, [7, 8]].min(1) < 1.2)
     )
     assert np.all(height[:, 15] > height[:, 0] + 0.4)
+
+
+@needs_shared_data
+def test_cmu_walk_feet_and_a_vs_t_pose_targets() -> None:
+    """CMU walk onto a T- and an A-pose SMPL-layout rig standing on the floor, with keep_on_ground."""
+    names, parents, rest, posed, fps = read_bvh(BVH_DIR / "cmu_mb_walk_delfem2.bvh", 0.056, "Y")
+    posed = posed[1:]  # BVH frame 0 jumps away from the rest of the clip
+    src = Skeleton(names, parents, rest)
+    src_map = detect_bone_map(names).bone_map
+    # CMU's hand bone has zero length (LeftHand -> LeftFingerBase): the wrist has no source direction
+    hand, wrist = (rest[names.index(src_map[f"left_{j}"]), :3, 3] for j in ("hand", "wrist"))
+    np.testing.assert_allclose(hand, wrist, atol=1e-9)
+    rng = np.random.default_rng(7)
+    opts = RootOptions(fps=fps, keep_on_ground=True)
+    results = {}
+    for pose, joints in (("T", smpl_rest_joints()), ("A", a_pose(smpl_rest_joints(), 40.0))):
+        heads = joints @ C_Y_TO_Z.T
+        heads[:, 2] -= heads[:, 2].min() - 0.06
+        tgt = Skeleton(list(SMPL_JOINT_NAMES), list(SMPL_PARENTS), rig_rest_world(heads, rng))
+        res = results[pose] = retarget(src, posed, src_map, tgt, IDENTITY_MAP, opts)
+        src_feet = posed[:, [names.index(src_map[SMPL_JOINT_NAMES[i]]) for i in FOOT_IDX]][..., :3, 3]
+        contact = foot_contacts(
+            src_feet[..., 2], fps, opts.contact_speed / res.scale, opts.contact_height / res.scale, src_feet
+        ).any(axis=1)
+        assert contact.sum() > len(posed) // 2
+        tgt_low = res.posed_world[:, FOOT_IDX, 2, 3].min(axis=1)
+        gap = np.abs(tgt_low - res.scale * src_feet[..., 2].min(axis=1))[contact]
+        assert gap.max() <= 0.02, gap.max()
+        assert tgt_low.min() >= -0.001, tgt_low.min()
+        report = quality_report(src, posed, src_map, tgt, IDENTITY_MAP, res, opts)["foot_contact"]
+        assert report["max_abs_m"] <= 0.02 and report["below_floor_max_m"] <= 0.001
+    # the two rests differ by 40° at the shoulders, yet every bone (wrists included) points the same way
+    dt, da = (_directions(results[p].posed_world, list(SMPL_JOINT_NAMES)) for p in ("T", "A"))
+    worst = {j: float(_angle_deg(dt[j], da[j]).max()) for j in dt}
+    assert max(worst.values()) <= 0.5, worst
