@@ -52,7 +52,7 @@ def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: Camera, outp
     network = loaded.actor.network
     latent = check_appearance_frame(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
-    renderer = CachedRenderer(cache, loaded.actor_id, pose=(verts, rh, th)) if cache is not None else None
+    renderer = CachedRenderer(cache=cache, owner=loaded.actor_id, pose=(verts, rh, th)) if cache is not None else None
     result = render_image(network, verts, rh, th, latent, np.asarray(camera.K, np.float64),
                           np.asarray(camera.R, np.float64), np.asarray(camera.T, np.float64), camera.width,
                           camera.height, renderer=renderer)

@@ -6,7 +6,7 @@ the camera, so every camera of one pose reuses one encode.
 - ``FeatureCache(budget_bytes)``: LRU of ``key -> volumes`` bounded by the volumes' total tensor bytes;
   ``get_or_encode(key, owner, encode)``, ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``.
   One entry larger than the whole budget is computed and returned but not kept.
-- ``CachedRenderer(cache, owner, n_samples=64, chunk=2048)``: an ``ImageRenderer`` (volume_renderer's protocol) that
+- ``CachedRenderer(cache=..., owner=..., pose=(vertices, Rh, Th))``: a ``ReferenceRenderer`` that
   takes the volumes from the cache; pixels are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order).
 """
 
@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from server.neural_body.network import NeuralBodyNetwork
-from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import VOXEL_SIZE, ZJU_PADDING, BoxPadding, SparseInput
-from server.neural_body.volume_renderer import CHUNK, N_SAMPLES, ImageRender, render_rays
+from server.neural_body.volume_renderer import ReferenceRenderer
 
 Volumes = list[torch.Tensor]
 
@@ -106,36 +105,19 @@ class FeatureCache:
             self.bytes_used = 0
 
 
-@dataclass
-class CachedRenderer:
+@dataclass(kw_only=True)
+class CachedRenderer(ReferenceRenderer):
     """``ReferenceRenderer`` with the feature volumes looked up in ``cache`` (encoded on a miss) for ``owner``."""
 
     cache: FeatureCache
     owner: str
-    n_samples: int = N_SAMPLES
-    chunk: int = CHUNK
     voxel_size: float = VOXEL_SIZE
     box_padding: BoxPadding = ZJU_PADDING
     pose: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (vertices, Rh, Th) the sparse input came from
 
-    def render(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int,
-               K: np.ndarray, R: np.ndarray, T: np.ndarray, width: int, height: int) -> ImageRender:
+    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
         if self.pose is None:
             raise ValueError("CachedRenderer needs pose=(vertices, Rh, Th) of the body to key its cache")
         device = network.c.weight.device
-        sparse_input = sparse_input.to(device)
-        ray_o, ray_d = get_rays(height, width, K, R, T, device=device)
-        near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
-        rgb = torch.zeros((height, width, 3), device=device)
-        acc = torch.zeros((height, width), device=device)
-        depth = torch.zeros((height, width), device=device)
-        if bool(mask.any()):
-            key = pose_key(self.owner, *self.pose, device, voxel_size=self.voxel_size, box_padding=self.box_padding)
-            volumes = self.cache.get_or_encode(key, self.owner, lambda: network.encode_sparse_voxels(sparse_input))
-            out = render_rays(network, volumes, sparse_input, ray_o[mask], ray_d[mask], near[mask], far[mask],
-                              latent_index, n_samples=self.n_samples, chunk=self.chunk)
-            rgb[mask] = out.rgb_map
-            acc[mask] = out.acc_map
-            depth[mask] = out.depth_map
-        return ImageRender(rgb=rgb.cpu().numpy(), alpha=acc.cpu().numpy(), depth=depth.cpu().numpy(),
-                           mask_at_box=mask.cpu().numpy())
+        key = pose_key(self.owner, *self.pose, device, voxel_size=self.voxel_size, box_padding=self.box_padding)
+        return self.cache.get_or_encode(key, self.owner, lambda: network.encode_sparse_voxels(sparse_input))

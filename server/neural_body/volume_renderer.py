@@ -151,7 +151,7 @@ class ReferenceRenderer:
         acc = torch.zeros((height, width), device=device)
         depth = torch.zeros((height, width), device=device)
         if bool(mask.any()):
-            volumes = network.encode_sparse_voxels(sparse_input)
+            volumes = self.volumes(network, sparse_input)
             out = render_rays(network, volumes, sparse_input, ray_o[mask], ray_d[mask], near[mask], far[mask],
                               latent_index, n_samples=self.n_samples, chunk=self.chunk)
             rgb[mask] = out.rgb_map
@@ -159,6 +159,10 @@ class ReferenceRenderer:
             depth[mask] = out.depth_map
         return ImageRender(rgb=rgb.cpu().numpy(), alpha=acc.cpu().numpy(), depth=depth.cpu().numpy(),
                            mask_at_box=mask.cpu().numpy())
+
+    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
+        """The sparse-conv feature volumes of this pose; subclasses may cache them (they depend only on the pose)."""
+        return network.encode_sparse_voxels(sparse_input)
 
 
 def render_image(network: NeuralBodyNetwork, vertices: np.ndarray | torch.Tensor, Rh: np.ndarray | torch.Tensor,

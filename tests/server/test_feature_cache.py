@@ -39,7 +39,7 @@ def test_cached_render_equals_uncached_and_encodes_once(posed, monkeypatch):
     cams = [camera(16, 12), {**camera(20, 10), "K": [[30.0, 0.0, 9.5], [0.0, 30.0, 4.5], [0.0, 0.0, 1.0]]}]
     for i, cam in enumerate(cams):
         plain = _render(network, verts, rh, th, cam)
-        cached = _render(network, verts, rh, th, cam, CachedRenderer(cache, "a", pose=(verts, rh, th)))
+        cached = _render(network, verts, rh, th, cam, CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
         assert plain.alpha.max() > 0  # the body is in view
         for name in ("rgb", "alpha", "depth", "mask_at_box"):
             assert np.array_equal(getattr(plain, name), getattr(cached, name)), name
@@ -48,7 +48,7 @@ def test_cached_render_equals_uncached_and_encodes_once(posed, monkeypatch):
     assert len(cache) == 1 and cache.bytes_used > 0
 
     other = verts + np.float32([0.0, 0.0, 0.01])  # another pose: a new entry
-    _render(network, other, rh, th, cams[0], CachedRenderer(cache, "a", pose=(other, rh, th)))
+    _render(network, other, rh, th, cams[0], CachedRenderer(cache=cache, owner="a", pose=(other, rh, th)))
     assert cache.misses == 2 and len(cache) == 2 and len(calls) == 4
 
 
