@@ -10,8 +10,8 @@ import bpy
 import numpy as np
 import pytest
 
-from neural_human_addon.rotations import axis_angle_to_matrix
-from neural_human_addon.smpl_skeleton import PRIMARY_CHILD, SMPL_JOINT_NAMES
+from neural_human_addon.smpl_skeleton import PRIMARY_CHILD
+from tests.retarget.rig_fixtures import a_pose  # noqa: F401  (re-exported for the Blender tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Openly licensed sample rigs live in the shared data folder beside the repo (see shared/data/README.md).
@@ -65,18 +65,6 @@ def import_bvh(path: Path = CMU_WALK, scale: float = CMU_UNIT):
     obj = bpy.context.view_layer.objects.active
     assert obj is not None and obj.type == "ARMATURE"
     return obj
-
-
-def a_pose(joints_y_up: np.ndarray, degrees: float = 45.0) -> np.ndarray:
-    """Lower both arm chains by `degrees` about the shoulder (SMPL's canonical forward axis is +Z)."""
-    j = joints_y_up.copy()
-    for side, sign in (("left", -1.0), ("right", 1.0)):
-        pivot = j[SMPL_JOINT_NAMES.index(f"{side}_shoulder")]
-        rot = axis_angle_to_matrix(np.array([0.0, 0.0, sign * np.radians(degrees)]))
-        for part in ("elbow", "wrist", "hand"):
-            k = SMPL_JOINT_NAMES.index(f"{side}_{part}")
-            j[k] = pivot + rot @ (j[k] - pivot)
-    return j
 
 
 def direction_errors(
