@@ -177,9 +177,15 @@ def blender_to_pinhole(settings: BlenderCameraSettings) -> PinholeCamera:
     cx = width / 2.0 - float(settings.shift_x) * viewfac - 0.5
     cy = height / 2.0 + float(settings.shift_y) * viewfac / ycor - 0.5
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    rot_c2w, t = _camera_to_world_rotation(settings.matrix_world)
+    R, T = world_to_camera(settings.matrix_world)
+    return PinholeCamera(K=K, R=R, T=T, width=width, height=height)
+
+
+def world_to_camera(matrix_world: Any) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV extrinsics (R, T), ``x_cam = R·x_world + T``, of a Blender camera's ``matrix_world`` (scale dropped)."""
+    rot_c2w, t = _camera_to_world_rotation(matrix_world)
     R = BLENDER_TO_OPENCV @ rot_c2w.T
-    return PinholeCamera(K=K, R=R, T=-R @ t, width=width, height=height)
+    return R, -R @ t
 
 
 def _check_pinhole(cam: PinholeCamera) -> None:
@@ -264,3 +270,8 @@ def look_at_matrix_world(location: Any, target: Any, up: Any = (0.0, 0.0, 1.0), 
     m = np.eye(4)
     m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, cam_up, -forward, loc
     return m
+
+
+def look_at_extrinsics(location: Any, target: Any, up: Any = (0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV extrinsics (R, T) of a camera at ``location`` looking at ``target`` with ``up`` pointing up."""
+    return world_to_camera(look_at_matrix_world(location, target, up))

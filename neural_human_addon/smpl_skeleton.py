@@ -1,4 +1,4 @@
-"""SMPL's 24-joint skeleton (names, parents) for the add-on; a copy of server/body/layout.py, which it cannot import."""
+"""SMPL's 24-joint skeleton (names, parents): the one definition, shared by the add-on and the server (numpy-free)."""
 
 from __future__ import annotations
 

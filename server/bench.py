@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from neural_human_addon.camera import look_at_extrinsics
+from server.atomic_files import write_bytes_atomic
+
 
 def _timed(fn: Any, repeats: int, sync: Any) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call."""
@@ -59,19 +62,14 @@ def _demo_body() -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
 
 
 def _camera_facing(world_bounds: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A camera 3 m in front of the box centre (looking along −y... any horizontal axis), framing the body."""
+    """A camera 3 m in front of the box centre (looking along +y, world z up), framing the body."""
     center = world_bounds.mean(axis=0)
     extent = float(np.max(world_bounds[1] - world_bounds[0]))
     eye = center + np.array([0.0, -3.0, 0.0])
-    forward = (center - eye) / np.linalg.norm(center - eye)
-    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
+    R, T = look_at_extrinsics(eye, center)
     focal = 0.9 * size * 3.0 / extent
     K = np.array([[focal, 0, (size - 1) / 2], [0, focal, (size - 1) / 2], [0, 0, 1.0]])
-    return K, R, -R @ eye
+    return K, R, T
 
 
 def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np.ndarray], *,
@@ -302,8 +300,5 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, args.json)
+        write_bytes_atomic(args.json, (text + "\n").encode(), mode=0o644)
     return 0

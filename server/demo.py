@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from server.atomic_files import atomic_path, write_bytes_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOTION_CLIP = REPO_ROOT / "server" / "data" / "assets" / "meshcapade_apose_to_handsFront_smplx.npz"  # MIT, bundled
@@ -100,9 +100,8 @@ def _read_dataset(out: Path) -> dict:
         rows.append(np.concatenate(tiles, axis=1))
     sheet = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
     path = out / "contact_sheet.png"
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(sheet).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, mode=0o644) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
     return {"frames": dataset.num_frames, "views": dataset.num_views, "contact_sheet": path.name,
             "summary": dataset.summary()}
 
@@ -110,10 +109,8 @@ def _read_dataset(out: Path) -> dict:
 def _save_npz(path: Path, **arrays) -> None:
     import numpy as np
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, mode=0o644) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo] not built yet: {name}: {what}", flush=True)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     path = out / "summary.json"
-    path.with_suffix(".tmp").write_text(json.dumps(summary, indent=2))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_bytes_atomic(path, json.dumps(summary, indent=2).encode(), mode=0o644)
     print(f"[demo] wrote {path}")
     return 0 if ok else 1

@@ -9,13 +9,12 @@ MakeHuman shape targets (component 0 = height). Output: an .npz in SMPL's layout
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from server.atomic_files import atomic_path
 from server.body import makehuman as mh
 from server.body.layout import SMPL_JOINT_NAMES, SMPL_PARENTS
 
@@ -396,16 +395,8 @@ def save(body: DemoBody, out: Path) -> None:
         "shape_names": np.array(body.shape_names),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is a shared asset
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out, mode=0o644) as tmp, open(tmp, "wb") as f:  # 0644: the model is a shared asset
+        np.savez_compressed(f, **arrays)
 
 
 def default_source() -> Path:

@@ -1,15 +1,13 @@
-"""SMPL's skeleton layout (24 joint names, kinematic tree) and where the bundled demo body lives (no torch import)."""
+"""SMPL skeleton layout for the server: names and tree (from the add-on), mirror pairs, the demo body path."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SMPL_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
-    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
-)  # fmt: skip
-SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+# The add-on's pure skeleton module owns the names and tree (DESIGN §3: one module owns each convention).
+from neural_human_addon.smpl_skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+
+__all__ = ["DEMO_BODY_PATH", "SMPL_JOINT_NAMES", "SMPL_MIRROR_PAIRS", "SMPL_PARENTS"]
 
 # left joint index -> right joint index (mirror pairs across x = 0)
 SMPL_MIRROR_PAIRS: tuple[tuple[int, int], ...] = tuple(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from server.atomic_files import write_bytes_atomic
 
 TOKEN_BYTES = 32
 
@@ -30,15 +31,7 @@ def load_or_create_token(path: Path | None = None) -> tuple[str, bool]:
             return token, False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    fd, tmp = tempfile.mkstemp(prefix=".token.", dir=path.parent)  # mkstemp creates the file 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (token + "\n").encode(), mode=0o600)  # user-only: the token grants access
     return token, True
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from neural_human_addon.camera import look_at_extrinsics
+
 NUM_VERTS = 40
 
 
@@ -51,13 +53,7 @@ class FakeDataset:
 
 def look_at_camera(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV world-to-camera (R, T) of a camera at ``center`` looking at ``target``, world z up."""
-    forward = target - center
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
-    return R, -R @ center
+    return look_at_extrinsics(center, target)
 
 
 def relpath(scheme: str, frame: int, view: int) -> str:

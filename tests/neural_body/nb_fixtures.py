@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neural_human_addon.camera import look_at_extrinsics
 from server.neural_body.network import NeuralBodyNetwork
 
 
@@ -19,14 +20,7 @@ def ellipsoid_body(num_vertices: int = 300, seed: int = 0, center=(0.1, -0.2, 1.
 
 def look_at(center, target) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV world-to-camera (R, T) of a camera at ``center`` looking at ``target`` (world z up)."""
-    center = np.asarray(center, dtype=np.float64)
-    forward = np.asarray(target, dtype=np.float64) - center
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
-    return R, -R @ center
+    return look_at_extrinsics(center, target)
 
 
 def pinhole(width: int, height: int, focal: float) -> np.ndarray:

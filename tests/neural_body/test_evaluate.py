@@ -13,6 +13,7 @@ from PIL import Image
 from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import evaluate, metrics
 from server.neural_body.actor import ActorManifest, Motion, save_actor
+from tests.cli_args import command_args
 from tests.neural_body.nb_fixtures import random_network
 from tests.neural_body.test_train_sampling import write_blob_dataset
 
@@ -30,9 +31,7 @@ def blob_actor(tmp_path_factory):
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    evaluate.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return command_args("evaluate", *argv)
 
 
 def _finite_numbers(node) -> list[float]:

@@ -13,6 +13,7 @@ import torch
 from server.neural_body import mesh as mesh_mod
 from server.neural_body.mesh import Mesh, extract_mesh, extract_mesh_from_density, read_ply, signed_volume, write_ply
 from server.neural_body.sparse_input import prepare_sparse_input
+from tests.cli_args import command_args
 from tests.neural_body.nb_fixtures import ellipsoid_body, random_network
 
 
@@ -122,9 +123,7 @@ def test_ply_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def _mesh_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    mesh_mod.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return command_args("mesh", *argv)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import train
 from server.neural_body.actor import load_actor
 from server.neural_body.train import TrainConfig, Trainer
+from tests.cli_args import command_args
 from tests.neural_body.test_train_sampling import write_blob_dataset
 
 
@@ -23,9 +24,7 @@ def blob_root(tmp_path_factory):
 
 
 def _train_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return command_args("train", *argv)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from neural_human_addon.camera import look_at_extrinsics
 from server.data.image_ops import BAND_VALUE
 from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import ray_sampling
@@ -55,12 +56,7 @@ def icosphere(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def look_at(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    forward = (target - center) / np.linalg.norm(target - center)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
-    return R, -R @ center
+    return look_at_extrinsics(center, target)
 
 
 def _blob_color(p_body: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
+from neural_human_addon.camera import look_at_extrinsics
+
 REPO = Path(__file__).resolve().parents[2]
 ACTOR_ID = "tiny"
 UPRIGHT = [np.pi / 2, 0.0, 0.0]  # demo body is y-up; this Rh stands it z-up like ZJU-MoCap captures
@@ -31,12 +33,7 @@ def camera(width: int = 32, height: int = 24) -> dict:
     """Looking at the standing body from 3 m away along +y (world z up), OpenCV convention."""
     center = np.array([0.0, -3.0, 0.8])
     target = np.array([0.0, 0.0, 0.8])
-    forward = (target - center) / np.linalg.norm(target - center)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
-    T = -R @ center
+    R, T = look_at_extrinsics(center, target)
     f = 22.0
     K = [[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]]
     return {"K": K, "R": R.tolist(), "T": T.tolist(), "width": width, "height": height}
