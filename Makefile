@@ -15,6 +15,7 @@ help:
 	@echo "make lint    ruff"
 	@echo "make body    rebuild the bundled demo body model from ../shared/data/makehuman"
 	@echo "make data    render the 'demo' synthetic dataset into data/demo"
+	@echo "make addon   build the Blender extension zip into dist/"
 	@echo "make setup   create .venv with the pinned packages"
 
 # A machine whose system Python already has torch (a GPU machine with CUDA torch) keeps that torch:
@@ -55,3 +56,18 @@ data: setup
 
 clean:
 	rm -rf build dist demo_output .pytest_cache .ruff_cache
+
+# The extension zip, built and validated with Blender's own extension tool from the bpy wheel (no Blender binary).
+BLENDER_EXT = $(PY) -c "import glob, os, runpy, sys, importlib.util as u; \
+	p = glob.glob(os.path.join(u.find_spec('bpy').submodule_search_locations[0], '*', 'scripts', 'addons_core', \
+	'bl_pkg', 'cli', 'blender_ext.py'))[0]; sys.argv[0] = p; runpy.run_path(p, run_name='__main__')"
+ADDON_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' blender_manifest.toml)
+
+addon: setup
+	rm -rf build/addon && mkdir -p build/addon/neural_human dist
+	cp -r neural_human_addon/. build/addon/neural_human/
+	cp blender_manifest.toml build/addon/neural_human/
+	find build/addon -name __pycache__ -prune -exec rm -rf {} +
+	$(BLENDER_EXT) build --source-dir build/addon/neural_human --output-dir dist
+	$(BLENDER_EXT) validate dist/neural_human-$(ADDON_VERSION).zip
+	@echo "built dist/neural_human-$(ADDON_VERSION).zip (install: Blender > Preferences > Get Extensions > Install from Disk)"

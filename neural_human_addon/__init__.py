@@ -5,14 +5,23 @@ The package root stays free of bpy imports so that its pure modules (``camera``,
 server's data tools and by plain-Python unit tests; the bpy layer is imported in ``register()``.
 """
 
-_BPY_MODULES: tuple[str, ...] = ()  # bpy modules with register()/unregister(), added as the UI lands
+# bpy modules with register()/unregister(), in registration order (properties before the operators that use them)
+_BPY_MODULES: tuple[str, ...] = ("preferences", "properties", "job_session", "operators", "panel")
 
 
 def register() -> None:
     import importlib
 
-    for name in _BPY_MODULES:
-        importlib.import_module(f"{__package__}.{name}").register()
+    done = []
+    try:
+        for name in _BPY_MODULES:
+            module = importlib.import_module(f"{__package__}.{name}")
+            module.register()
+            done.append(module)
+    except Exception:
+        for module in reversed(done):  # leave Blender as it was: no half-registered add-on
+            module.unregister()
+        raise
 
 
 def unregister() -> None:

@@ -89,7 +89,7 @@ def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str 
     return dict(bone_map)
 
 
-def _fresh_action(obj, name: str) -> None:
+def fresh_action(obj, name: str) -> None:
     """Give obj an empty action (keys from a previous bake would otherwise mix in) and reset its pose to rest."""
     import bpy
 
@@ -103,7 +103,7 @@ def _fresh_action(obj, name: str) -> None:
         pb.scale = (1.0, 1.0, 1.0)
 
 
-def _key_result(target_obj, result, frames: Sequence[int], bone_names: Sequence[str]) -> None:
+def key_result(target_obj, result, frames: Sequence[int], bone_names: Sequence[str]) -> None:
     """Key every target bone the retarget drives (mapped bones' rotations, the root bone's location)."""
     keyed = sorted({t for _, t in result.joint_pairs.values()})
     pbones = {b: target_obj.pose.bones[bone_names[b]] for b in keyed}
@@ -153,8 +153,8 @@ def bake_retarget(
     result = retarget(src, posed, smap, tgt, tmap, opts)
 
     action = f"{target_obj.name}_from_{source_obj.name}"
-    _fresh_action(target_obj, action)
-    _key_result(target_obj, result, frames, tgt_names)
+    fresh_action(target_obj, action)
+    key_result(target_obj, result, frames, tgt_names)
     report = quality_report(src, posed, smap, tgt, tmap, result, opts)
     report.update(
         scale=result.scale,
@@ -248,8 +248,8 @@ def apply_smpl_motion(
     opts = root_options or RootOptions(fps=scene.render.fps / scene.render.fps_base)
     result = retarget(src, posed, smap, tgt, tmap, opts)
     frames = list(range(int(frame_start), int(frame_start) + len(poses)))
-    _fresh_action(target_obj, f"{target_obj.name}_smpl")
-    _key_result(target_obj, result, frames, tgt_names)
+    fresh_action(target_obj, f"{target_obj.name}_smpl")
+    key_result(target_obj, result, frames, tgt_names)
     report = quality_report(src, posed, smap, tgt, tmap, result, opts)
     report.update(scale=result.scale, frames=(frames[0], frames[-1]), target_map=tmap)
     return report

@@ -2,8 +2,9 @@
 
 Figures per device (CPU always, CUDA when available): sparse-conv encode time per pose, rendering throughput
 (rays/s with 64 samples per ray) and the time of a 256×256 frame (measured on a subset of its rays, extrapolated to
-all rays that hit the body box), the round trip of a 256×256 render through the HTTP API vs the same render
-in-process and a render of a cached pose vs an uncached one (64×64 on CPU with --quick), mesh extraction (measured
+all rays that hit the body box), the round trip of a render through the HTTP API vs the same render in-process
+and a render of a cached pose vs an uncached one, both as ratios (64×64 and 256×256; --quick: only 64×64 on CPU,
+only 256×256 on CUDA), mesh extraction (measured
 on a coarse grid, extrapolated to the 5 mm grid by the number of grid points) and training iterations per second
 (1024 rays, forward + backward + Adam step).
 
@@ -151,12 +152,21 @@ def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, 
     return out
 
 
+def http_sizes(device_type: str, quick: bool) -> tuple[int, ...]:
+    """Square image sizes of the HTTP / cache figures: 64 and 256; --quick on CPU only 64, on CUDA only 256."""
+    if quick:
+        return (64,) if device_type == "cpu" else (256,)
+    return (64, 256)
+
+
 def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np.ndarray], *,
-                quick: bool) -> dict[str, Any]:
+               quick: bool) -> dict[str, Any]:
     """Round trip of one render through the HTTP API (a real uvicorn on 127.0.0.1, cache off) vs the same request
-    rendered in-process, and a render whose pose is in the feature cache vs one that encodes it."""
+    rendered in-process, and a render whose pose is in the feature cache vs one that encodes it, per image size
+    (``http_sizes``); the top-level ratios are those of the largest size."""
     import socket
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import httpx
     import torch
@@ -174,15 +184,19 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
             torch.cuda.synchronize(device)
 
     verts, Rh, Th = body
-    size = 64 if quick and device.type == "cpu" else 256
+    sizes = http_sizes(device.type, quick)
     repeats = 1 if quick else 3
     world_bounds = prepare_sparse_input(verts, Rh, Th).world_bounds.numpy()
-    K, R, T = _camera_facing(world_bounds, size)
     wire_body = {"poses": [0.0] * 72, "shapes": [0.0] * 10, "Rh": np.asarray(Rh, float).tolist(),
                  "Th": np.asarray(Th, float).tolist()}
-    wire_camera = {"K": K.tolist(), "R": R.tolist(), "T": T.tolist(), "width": size, "height": size}
-    request = {"body": wire_body, "camera": wire_camera, "outputs": ["rgba", "depth"]}
-    out: dict[str, Any] = {"size": size, "repeats": repeats}
+
+    def wire_camera(size: int) -> dict[str, Any]:
+        K, R, T = _camera_facing(world_bounds, size)
+        return {"K": K.tolist(), "R": R.tolist(), "T": T.tolist(), "width": size, "height": size}
+
+    http_s: dict[int, float] = {}
+    direct_s: dict[int, float] = {}
+    cached_s: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="neural-human-bench-") as tmp:
         root = Path(tmp)
         manifest = ActorManifest(name="bench", body_model="demo", vertex_count=network.num_vertices,
@@ -206,38 +220,49 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
                 if time.monotonic() > deadline or not thread.is_alive():
                     raise RuntimeError("the benchmark's HTTP server did not start")
                 time.sleep(0.05)
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
-                                  headers={"Authorization": "Bearer bench-token-0123456789"})
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                              headers={"Authorization": "Bearer bench-token-0123456789"}) as client:
+                for size in sizes:
+                    request = {"body": wire_body, "camera": wire_camera(size), "outputs": ["rgba", "depth"]}
 
-            def over_http() -> None:
-                r = client.post("/v1/actors/bench/render", json=request)
-                if r.status_code != 200:
-                    raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
-                np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
+                    def over_http(request: dict[str, Any] = request) -> None:
+                        r = client.post("/v1/actors/bench/render", json=request)
+                        if r.status_code != 200:
+                            raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
+                        np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
 
-            http_s = _timed(over_http, repeats, sync)
-            client.close()
+                    http_s[size] = _timed(over_http, repeats, sync)
         finally:
             server.should_exit = True
             thread.join(10)
         loaded = registry.get("bench")
-        camera = Camera(**wire_camera)
+        # In-process renders run in a worker thread, as the server's handlers do, so that only the HTTP layer
+        # differs (on a busy CPU the main thread measured several times slower than pool threads).
+        with ThreadPoolExecutor(1) as worker:
+            for size in sizes:
+                camera = Camera(**wire_camera(size))
 
-        def in_process(cache: FeatureCache | None = None) -> None:
-            render_frame(loaded, wire_body, camera, ["rgba", "depth"], None, cache)
+                def in_process(cache: FeatureCache | None = None, camera: Camera = camera) -> None:
+                    worker.submit(render_frame, loaded, wire_body, camera, ["rgba", "depth"], None, cache).result()
 
-        direct_s = _timed(in_process, repeats, sync)
-        cache = FeatureCache(512 * 2**20)
-        cached_s = _timed(lambda: in_process(cache), repeats, sync)  # the warm-up call fills the cache
-    out["http_ms"] = round(1000 * http_s, 1)
-    out["in_process_ms"] = round(1000 * direct_s, 1)
-    out["http_over_in_process"] = round(http_s / direct_s, 3)
-    out["cached_pose_ms"] = round(1000 * cached_s, 1)
-    out["uncached_pose_ms"] = out["in_process_ms"]
-    out["cached_over_uncached"] = round(cached_s / direct_s, 3)
-    out["note"] = (f"{size}x{size} render (rgba + depth npz) of one pose; in-process = the server's render_frame "
-                   "without HTTP; cached = the pose's feature volumes already in the cache (camera-only work)")
-    return out
+                direct_s[size] = _timed(in_process, repeats, sync)
+                cache = FeatureCache(512 * 2**20)
+                cached_s[size] = _timed(lambda c=cache: in_process(c), repeats, sync)  # the warm-up call fills it
+    per_size = {}
+    for size in sizes:
+        per_size[f"{size}x{size}"] = {
+            "http_ms": round(1000 * http_s[size], 1), "in_process_ms": round(1000 * direct_s[size], 1),
+            "http_over_in_process": round(http_s[size] / direct_s[size], 3),
+            "cached_pose_ms": round(1000 * cached_s[size], 1), "uncached_pose_ms": round(1000 * direct_s[size], 1),
+            "cached_over_uncached": round(cached_s[size] / direct_s[size], 3)}
+    largest = f"{sizes[-1]}x{sizes[-1]}"
+    return {"repeats": repeats, "sizes": per_size, "ratio_size": largest,
+            "http_over_in_process": per_size[largest]["http_over_in_process"],
+            "cached_over_uncached": per_size[largest]["cached_over_uncached"],
+            "note": "render (rgba + depth npz) of one pose per size; http = a real uvicorn with the cache off, "
+                    "in-process = the server's render_frame without HTTP (in a worker thread, as the server); "
+                    "cached = the pose's feature volumes already in the cache (camera-only work); top-level ratios "
+                    "are those at ratio_size"}
 
 
 def run_bench(*, actor_dir: Path | None = None, quick: bool = False, devices: list[str] | None = None) -> dict:

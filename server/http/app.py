@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from server import __version__
-from server.http.actor_registry import ActorRegistry
+from server.http.actor_registry import DEFAULT_MIN_FREE_GPU_MB, ActorRegistry
 from server.http.auth import token_matches
 from server.http.errors import ApiError, install_error_handlers, install_fallback_handler
 from server.http.frames import mesh_frame, npz_bytes, render_frame
 from server.http.inference import InferenceQueue
 from server.http.jobs import JobManager
 from server.http.schemas import JobRequest, MeshRequest, RenderRequest
+
+T = TypeVar("T")
 
 API_VERSION = "v1"
 NPZ_TYPE = "application/x-npz"
@@ -71,15 +74,18 @@ def default_jobs_dir() -> Path:
 
 
 def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str | None = None,
-               cache_bytes: int = DEFAULT_CACHE_MB * 2**20) -> FastAPI:
+               cache_bytes: int = DEFAULT_CACHE_MB * 2**20, *, max_loaded: int = 0,
+               min_free_gpu_bytes: int = DEFAULT_MIN_FREE_GPU_MB * 2**20) -> FastAPI:
     """The app over the actor folders under ``actors_root``; jobs live under ``jobs_dir`` (``default_jobs_dir()``
     when None) and the jobs found there from earlier runs are served again; per-pose feature volumes are cached up
-    to ``cache_bytes``."""
+    to ``cache_bytes``; at most ``max_loaded`` actors stay loaded (0: no limit) and, on CUDA, loading keeps
+    ``min_free_gpu_bytes`` free (least-recently-used actors are unloaded to make room)."""
     app = FastAPI(title="Neural Human inference server", version=__version__,
                   description="HTTP API v1 (see docs/API.md)")
     install_error_handlers(app)
     install_fallback_handler(app)
-    registry = ActorRegistry(actors_root, device, cache_bytes)
+    registry = ActorRegistry(actors_root, device, cache_bytes, max_loaded=max_loaded,
+                             min_free_gpu_bytes=min_free_gpu_bytes)
     queue = InferenceQueue()
     app.state.registry = registry
     cache = registry.feature_cache
@@ -100,7 +106,12 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
         return {"status": "ok", "api_version": API_VERSION, "server_version": __version__,
                 "device": device_info(device), "loaded_actors": registry.loaded_ids(), "queue_waiting": queue.waiting,
                 "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
-                                  "hits": cache.hits, "misses": cache.misses}}
+                                  "hits": cache.hits, "misses": cache.misses},
+                "memory": {**registry.memory_status(), "oom_retries": queue.oom_retries}}
+
+    def model_work(actor_id: str, fn: Callable[[], T]) -> T:
+        """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more."""
+        return queue.run(fn, relieve=lambda: registry.free_memory(keep=actor_id))
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 
@@ -112,7 +123,7 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
     def skeleton(actor_id: str) -> dict[str, Any]:
         from server.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
 
-        loaded = queue.run(lambda: registry.get(actor_id))
+        loaded = model_work(actor_id, lambda: registry.get(actor_id))
         joints = loaded.body_model.rest_joints(np.asarray(loaded.actor.shapes, np.float32)).cpu().numpy()
         return {"names": list(SMPL_JOINT_NAMES), "parents": list(SMPL_PARENTS),
                 "joints": joints.astype(float).tolist(), "shapes": loaded.actor.shapes.astype(float).tolist(),
@@ -120,7 +131,7 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
 
     @api.get("/actors/{actor_id}/motion")
     def motion(actor_id: str) -> dict[str, Any]:
-        m = queue.run(lambda: registry.get(actor_id)).actor.motion
+        m = model_work(actor_id, lambda: registry.get(actor_id)).actor.motion
         frames = [{"poses": m.poses[i].astype(float).tolist(), "shapes": m.shapes[i].astype(float).tolist(),
                    "Rh": m.Rh[i].astype(float).tolist(), "Th": m.Th[i].astype(float).tolist()}
                   for i in range(m.num_frames)]
@@ -132,7 +143,7 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
         if png and "rgba" not in req.outputs:
             raise ApiError(422, "invalid_request", "outputs: a PNG answer needs 'rgba' in outputs", "outputs")
 
-        arrays = queue.run(lambda: render_frame(registry.get(actor_id), req.body, req.camera, req.outputs,
+        arrays = model_work(actor_id, lambda: render_frame(registry.get(actor_id), req.body, req.camera, req.outputs,
                                                 req.appearance_frame, registry.feature_cache))
         if png:
             return Response(png_bytes(arrays["rgba"]), media_type="image/png")
@@ -140,8 +151,8 @@ def create_app(actors_root: str, token: str, device: str = "cpu", jobs_dir: str 
 
     @api.post("/actors/{actor_id}/mesh")
     def mesh(actor_id: str, req: MeshRequest, request: Request) -> Response:
-        result = queue.run(lambda: mesh_frame(registry.get(actor_id), req.body, req.voxel_size, req.colors,
-                                              req.appearance_frame))
+        result = model_work(actor_id, lambda: mesh_frame(registry.get(actor_id), req.body, req.voxel_size, req.colors,
+                                                         req.appearance_frame, registry.feature_cache))
         if _wants(request, "application/ply"):
             from server.neural_body.mesh import ply_bytes
 

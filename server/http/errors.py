@@ -1,13 +1,15 @@
-"""JSON errors of the API: ``{"error": {"code", "message", "field"}}`` with a 4xx status for bad input."""
+"""JSON errors of the API: ``{"error": {"code", "message", "field"}}`` with a 4xx status for bad input.
+
+fastapi is imported inside the functions: ``ApiError`` is raised by modules (the actor registry) whose constants
+the CLI reads while building ``--help``, which must stay fast."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 
 class ApiError(Exception):
@@ -23,6 +25,8 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "field": field}},
                         headers=headers)
 
@@ -36,6 +40,9 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
@@ -67,6 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def install_fallback_handler(app: FastAPI) -> None:
     """Anything unexpected: a JSON 500 (the traceback goes to the server log, not to the client)."""
     import logging
+
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

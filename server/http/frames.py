@@ -66,8 +66,10 @@ def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: Camera, outp
 
 
 def mesh_frame(loaded: LoadedActor, body: dict[str, Any], voxel_size: float, colors: bool,
-               appearance_frame: int | None) -> Any:
-    """→ server.neural_body.mesh.Mesh in world metres (colours (N,3) uint8 when ``colors``, even when empty)."""
+               appearance_frame: int | None, cache: FeatureCache | None = None) -> Any:
+    """→ server.neural_body.mesh.Mesh in world metres (colours (N,3) uint8 when ``colors``, even when empty).
+    With ``cache`` the pose's feature volumes are shared with renders and other meshes of the pose (same mesh)."""
+    from server.neural_body.feature_cache import cached_volumes
     from server.neural_body.mesh import extract_mesh
     from server.neural_body.sparse_input import prepare_sparse_input
 
@@ -80,7 +82,11 @@ def mesh_frame(loaded: LoadedActor, body: dict[str, Any], voxel_size: float, col
     if points > MAX_MESH_GRID_POINTS:
         raise ApiError(422, "invalid_request", f"voxel_size: a {voxel_size} m grid over this body's box has {points} "
                        f"points (limit {MAX_MESH_GRID_POINTS}); use a larger voxel_size", "voxel_size")
-    result = extract_mesh(network, sparse, latent, voxel_size=voxel_size, colors=colors)
+    def cached_encode(sparse_input: Any) -> Any:
+        return cached_volumes(cache, loaded.actor_id, network, sparse_input, (verts, rh, th))
+
+    result = extract_mesh(network, sparse, latent, voxel_size=voxel_size, colors=colors,
+                          encode=cached_encode if cache is not None else None)
     if colors and result.colors is None:  # an empty mesh still answers every requested array
         result.colors = np.zeros((0, 3), np.uint8)
     return result

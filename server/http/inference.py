@@ -1,5 +1,9 @@
 """One work queue for the model: a lock serialises GPU/CPU model work, so many clients wait without racing for
-memory. Endpoints are sync FastAPI handlers (run in the thread pool); each wraps its model work in ``run``."""
+memory. Endpoints are sync FastAPI handlers (run in the thread pool); each wraps its model work in ``run``.
+
+On an out-of-memory error ``run(fn, relieve=...)`` calls ``relieve()`` (the registry unloads the other actors and
+clears the feature cache), returns the allocator's free blocks to the driver and runs ``fn`` once more; a second
+out-of-memory error is a 503 ``out_of_memory``."""
 
 from __future__ import annotations
 
@@ -12,6 +16,14 @@ from server.http.errors import ApiError
 
 T = TypeVar("T")
 
+OOM_MESSAGE = ("the GPU ran out of memory{after}; use a smaller image / coarser voxel size, unload other actors, "
+               "or retry later")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """torch raises OutOfMemoryError (a RuntimeError) for GPU memory; some kernels raise a plain RuntimeError."""
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
 
 class InferenceQueue:
     """Serialises model work; ``run(fn)`` waits up to ``timeout_s`` for its turn, else 503 busy."""
@@ -21,12 +33,14 @@ class InferenceQueue:
         self._waiting = 0
         self._count = threading.Lock()
         self.timeout_s = timeout_s
+        self.last_seconds = 0.0
+        self.oom_retries = 0  # out-of-memory errors answered by freeing memory and running again
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
-    def run(self, fn: Callable[[], T]) -> T:
+    def run(self, fn: Callable[[], T], relieve: Callable[[], object] | None = None) -> T:
         with self._count:
             self._waiting += 1
         try:
@@ -35,20 +49,37 @@ class InferenceQueue:
         finally:
             with self._count:
                 self._waiting -= 1
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
-            try:
-                return fn()
-            except RuntimeError as err:  # torch raises OutOfMemoryError (a RuntimeError) for GPU memory
-                if "out of memory" in str(err).lower():
-                    _free_cuda_cache()
-                    raise ApiError(503, "out_of_memory", "the GPU ran out of memory; use a smaller image / coarser "
-                                   "voxel size, unload other actors, or retry later") from err
-                raise
-            finally:
-                self.last_seconds = time.perf_counter() - start
+            done, result = _attempt(fn)
+            if done:
+                return result
+            # Out of memory. The failed attempt's exception (and the tensors its frames hold) is gone by now.
+            _free_cuda_cache()
+            if relieve is None:
+                raise ApiError(503, "out_of_memory", OOM_MESSAGE.format(after=""))
+            relieve()
+            _free_cuda_cache()
+            self.oom_retries += 1
+            done, result = _attempt(fn)
+            if done:
+                return result
+            _free_cuda_cache()
+            raise ApiError(503, "out_of_memory", OOM_MESSAGE.format(
+                after=" even after unloading the other actors and clearing the feature cache"))
         finally:
+            self.last_seconds = time.perf_counter() - start
             self._lock.release()
+
+
+def _attempt(fn: Callable[[], T]) -> tuple[bool, T | None]:
+    """(True, fn()) or (False, None) when fn ran out of memory; other errors propagate."""
+    try:
+        return True, fn()
+    except RuntimeError as err:
+        if not is_out_of_memory(err):
+            raise
+    return False, None
 
 
 def _free_cuda_cache() -> None:

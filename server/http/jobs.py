@@ -171,7 +171,8 @@ class JobManager:
                 if job.cancel.is_set():
                     break
                 try:
-                    arrays = self.inference.run(partial(self._frame, job.request, f))
+                    arrays = self.inference.run(partial(self._frame, job.request, f),
+                                                relieve=partial(self.registry.free_memory, keep=job.actor))
                     write_bytes_atomic(job.folder / f"{f.frame:06d}.npz", npz_bytes(arrays))
                     job.finished.add(f.frame)
                 except ApiError as err:
@@ -202,5 +203,6 @@ class JobManager:
             out.update(render_frame(loaded, f.body, f.camera, render, req.appearance_frame,
                                     self.registry.feature_cache))
         if "mesh" in req.outputs:
-            out.update(mesh_frame(loaded, f.body, req.voxel_size, req.colors, req.appearance_frame).to_wire())
+            out.update(mesh_frame(loaded, f.body, req.voxel_size, req.colors, req.appearance_frame,
+                                  self.registry.feature_cache).to_wire())
         return out

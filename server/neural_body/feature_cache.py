@@ -1,11 +1,15 @@
 """Per-pose cache of the sparse-conv feature volumes: they depend only on the posed body (and the network), not on
 the camera, so every camera of one pose reuses one encode.
 
-- ``pose_key(owner, vertices, Rh, Th, device, *, voxel_size, box_padding) -> str``: a SHA-256 over the posed
-  vertices' float32 bytes, Rh, Th, the voxelisation settings, the owner (actor id) and the device.
+- ``pose_key(owner, vertices, Rh, Th, device, *, voxel_size, box_padding, batchnorm) -> str``: a SHA-256 over the
+  posed vertices' float32 bytes, Rh, Th, the voxelisation settings, the owner (actor id), the device and the
+  network's eval-time BatchNorm mode (the volumes depend on it).
 - ``FeatureCache(budget_bytes)``: LRU of ``key -> volumes`` bounded by the volumes' total tensor bytes;
   ``get_or_encode(key, owner, encode)``, ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``.
   One entry larger than the whole budget is computed and returned but not kept.
+- ``cached_volumes(cache, owner, network, sparse_input, pose, *, voxel_size, box_padding) -> volumes``: the pose's
+  volumes from the cache (encoded on a miss, keyed with the network's current BatchNorm mode); renders and meshes
+  of one pose share them.
 - ``CachedRenderer(cache=..., owner=..., pose=(vertices, Rh, Th))``: a ``ReferenceRenderer`` that
   takes the volumes from the cache; pixels are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order).
 """
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from server.neural_body.batchnorm_mode import batchnorm_mode
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.sparse_input import VOXEL_SIZE, ZJU_PADDING, BoxPadding, SparseInput
 from server.neural_body.volume_renderer import ReferenceRenderer
@@ -36,10 +41,11 @@ def _array_bytes(value: np.ndarray | torch.Tensor) -> bytes:
 
 def pose_key(owner: str, vertices: np.ndarray | torch.Tensor, Rh: np.ndarray | torch.Tensor,
              Th: np.ndarray | torch.Tensor, device: str | torch.device, *, voxel_size: float = VOXEL_SIZE,
-             box_padding: BoxPadding = ZJU_PADDING) -> str:
-    """Cache key of one posed body for one actor on one device (the inputs of the voxelisation, as float32)."""
+             box_padding: BoxPadding = ZJU_PADDING, batchnorm: str = "batch_stats") -> str:
+    """Cache key of one posed body for one actor on one device (the inputs of the voxelisation, as float32, and the
+    BatchNorm mode the encoder runs in)."""
     h = hashlib.sha256()
-    for part in (owner, str(torch.device(device)), repr(float(voxel_size)), repr(box_padding)):
+    for part in (owner, str(torch.device(device)), repr(float(voxel_size)), repr(box_padding), batchnorm):
         h.update(part.encode())
         h.update(b"\0")
     for array in (vertices, Rh, Th):
@@ -105,6 +111,17 @@ class FeatureCache:
             self.bytes_used = 0
 
 
+def cached_volumes(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput,
+                   pose: tuple[np.ndarray, np.ndarray, np.ndarray], *, voxel_size: float = VOXEL_SIZE,
+                   box_padding: BoxPadding = ZJU_PADDING) -> Volumes:
+    """The feature volumes of ``sparse_input`` (voxelised from ``pose`` = (vertices, Rh, Th) with ``voxel_size`` and
+    ``box_padding``) from ``cache``, encoded on a miss. Call it in the BatchNorm mode the volumes are used in: the
+    mode is part of the key (meshes always use batch statistics; renders the actor's mode)."""
+    key = pose_key(owner, *pose, network.c.weight.device, voxel_size=voxel_size, box_padding=box_padding,
+                   batchnorm=batchnorm_mode(network))
+    return cache.get_or_encode(key, owner, lambda: network.encode_sparse_voxels(sparse_input))
+
+
 @dataclass(kw_only=True)
 class CachedRenderer(ReferenceRenderer):
     """``ReferenceRenderer`` with the feature volumes looked up in ``cache`` (encoded on a miss) for ``owner``."""
@@ -118,6 +135,5 @@ class CachedRenderer(ReferenceRenderer):
     def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
         if self.pose is None:
             raise ValueError("CachedRenderer needs pose=(vertices, Rh, Th) of the body to key its cache")
-        device = network.c.weight.device
-        key = pose_key(self.owner, *self.pose, device, voxel_size=self.voxel_size, box_padding=self.box_padding)
-        return self.cache.get_or_encode(key, self.owner, lambda: network.encode_sparse_voxels(sparse_input))
+        return cached_volumes(self.cache, self.owner, network, sparse_input, self.pose, voxel_size=self.voxel_size,
+                              box_padding=self.box_padding)

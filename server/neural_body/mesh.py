@@ -8,10 +8,11 @@ metres in the actor's world frame (the original leaves them in padded voxel unit
 the colour head. The original's visual-hull carving needs the capture's masks, which an arbitrary pose does not
 have, so the whole box is evaluated.
 
-- ``extract_mesh(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True) -> Mesh``:
-  raw density (``alpha_fc``, BatchNorm with the frame's batch statistics) on a grid with spacing ``voxel_size``
-  over the posed world box, marching cubes at ``threshold`` (PyMCubes), faces oriented with outward normals, and
-  colours = sigmoid of the colour head at each vertex viewed along the inward normal.
+- ``extract_mesh(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
+  encode=None) -> Mesh``: raw density (``alpha_fc``, BatchNorm with the frame's batch statistics) on a grid with
+  spacing ``voxel_size`` over the posed world box, marching cubes at ``threshold`` (PyMCubes), faces oriented with
+  outward normals, and colours = sigmoid of the colour head at each vertex viewed along the inward normal.
+  ``encode(sparse_input) -> volumes`` replaces the sparse-conv encode (the server passes its per-pose cache).
 - ``extract_mesh_from_density(density_fn, bounds, *, voxel_size, threshold, chunk) -> Mesh``: the grid + marching
   cubes core, for any density function of world points.
 - ``write_ply(path, mesh)`` (atomic, binary little-endian) and ``read_ply(path) -> Mesh``.
@@ -141,8 +142,10 @@ def extract_mesh(
     threshold: float = THRESHOLD,
     colors: bool = True,
     chunk: int = QUERY_CHUNK,
+    encode: Callable[[SparseInput], list[torch.Tensor]] | None = None,
 ) -> Mesh:
-    """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres."""
+    """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres.
+    ``encode`` (default ``network.encode_sparse_voxels``) is called inside the batch-statistics block."""
     import torch
 
     from server.neural_body.batchnorm_mode import batch_statistics
@@ -153,7 +156,7 @@ def extract_mesh(
     network.eval()
     try:
         with torch.no_grad(), batch_statistics(network):
-            volumes = network.encode_sparse_voxels(sparse_input)
+            volumes = (encode or network.encode_sparse_voxels)(sparse_input)
 
             def density(points: np.ndarray) -> np.ndarray:
                 wpts = torch.from_numpy(points).to(device)

@@ -98,12 +98,14 @@ class Server:
 
 
 @contextmanager
-def running_server(actors: Path, jobs: Path, config: Path, log_path: Path, *extra: str) -> Iterator[Server]:
-    """`python -m server serve` as a subprocess on a free port, stopped (SIGTERM, then SIGKILL) on exit."""
+def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path, *extra: str) -> Iterator[Server]:
+    """`python -m server serve` as a subprocess on a free port, stopped (SIGTERM, then SIGKILL) on exit;
+    ``actors`` None starts it without --actors (the bundled actors folder)."""
     port = free_port()
     env = {**os.environ, "XDG_CONFIG_HOME": str(config), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log = open(log_path, "a+")  # noqa: SIM115 (closed below)
-    command = [sys.executable, "-m", "server", "serve", "--actors", str(actors), "--port", str(port), "--device", "cpu",
+    actors_args = [] if actors is None else ["--actors", str(actors)]
+    command = [sys.executable, "-m", "server", "serve", *actors_args, "--port", str(port), "--device", "cpu",
                "--jobs-dir", str(jobs), *extra]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -122,7 +124,9 @@ def running_server(actors: Path, jobs: Path, config: Path, log_path: Path, *extr
                 raise RuntimeError("server did not answer /v1/health within 60 s")
             time.sleep(0.2)
         token_file = config / "neural-human" / "token"
-        yield Server(url, token_file.read_text().strip(), config, actors, jobs, proc)
+        from server.http.actor_registry import BUNDLED_ACTORS_DIR
+
+        yield Server(url, token_file.read_text().strip(), config, actors or BUNDLED_ACTORS_DIR, jobs, proc)
     finally:
         if proc.poll() is None:
             proc.terminate()

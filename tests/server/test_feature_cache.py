@@ -98,3 +98,42 @@ def test_server_reuses_pose_across_cameras_and_unload_evicts(server):
         assert after["entries"] == 1 and after["bytes"] > 0
         c.post(f"/v1/actors/{ACTOR_ID}/unload")
         assert c.get("/v1/health").json()["feature_cache"]["entries"] == 0
+
+
+@pytest.mark.slow
+def test_mesh_shares_cached_volumes_and_matches_uncached(posed):
+    """A mesh whose volumes come from the cache (filled by a render) equals a mesh with its own encode; the
+    BatchNorm mode is part of the key, so volumes of a running-statistics render never feed a mesh."""
+    from server.neural_body.batchnorm_mode import batchnorm_mode, set_batchnorm_mode
+    from server.neural_body.feature_cache import cached_volumes
+    from server.neural_body.mesh import extract_mesh
+    from server.neural_body.sparse_input import prepare_sparse_input
+
+    network, verts, rh, th = posed
+    saved = batchnorm_mode(network)
+    sparse = prepare_sparse_input(verts, rh, th)
+    cache = FeatureCache(512 * 2**20)
+
+    def cached_mesh():
+        return extract_mesh(network, sparse, 1, voxel_size=0.05,
+                            encode=lambda s: cached_volumes(cache, "a", network, s, (verts, rh, th)))
+
+    try:
+        set_batchnorm_mode(network, "batch_stats")  # renders and meshes both use the frame's batch statistics
+        plain = extract_mesh(network, sparse, 1, voxel_size=0.05)
+        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
+        assert (cache.misses, cache.hits) == (1, 0)
+        shared = cached_mesh()
+        assert (cache.misses, cache.hits) == (1, 1)
+        assert len(plain.faces) > 0
+        for name in ("vertices", "faces", "colors"):
+            assert np.array_equal(getattr(plain, name), getattr(shared, name)), name
+
+        set_batchnorm_mode(network, "running")  # a render in another mode: other volumes, another entry
+        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
+        assert (cache.misses, len(cache)) == (2, 2)
+        again = cached_mesh()  # meshes switch to batch statistics: the first entry again
+        assert (cache.misses, cache.hits) == (2, 2)
+        assert np.array_equal(again.vertices, plain.vertices) and np.array_equal(again.colors, plain.colors)
+    finally:
+        set_batchnorm_mode(network, saved)

@@ -86,3 +86,56 @@ def test_queue_maps_out_of_memory_to_503():
     assert info.value.status == 503 and info.value.code == "out_of_memory"
     with pytest.raises(RuntimeError, match="other"):
         InferenceQueue().run(lambda: (_ for _ in ()).throw(RuntimeError("other")))
+
+
+def _startup_log(log_path) -> str:
+    return log_path.read_text()
+
+
+@pytest.mark.slow
+def test_serve_without_actors_serves_the_bundled_folder(tmp_path):
+    import httpx
+
+    from server.http.actor_registry import BUNDLED_ACTORS_DIR
+    from server.neural_body.actor import MANIFEST_FILE
+    from tests.server.conftest import running_server
+
+    assert BUNDLED_ACTORS_DIR == REPO / "server" / "actors"
+    # whatever is shipped at test time: every visible folder with a manifest is an actor (hidden ones are the
+    # temporary folders of an actor being written)
+    expected = sorted(p.name for p in BUNDLED_ACTORS_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and (p / MANIFEST_FILE).is_file()) if BUNDLED_ACTORS_DIR.is_dir() else []
+    log = tmp_path / "serve.log"
+    with running_server(None, tmp_path / "jobs", tmp_path / "cfg", log) as srv, srv.client() as c:
+        listed = [a["id"] for a in c.get("/v1/actors").json()["actors"]]
+        assert httpx.get(srv.url + "/v1/health").json()["loaded_actors"] == []  # listing loads nothing
+    assert listed == expected
+    text = _startup_log(log)
+    if expected:
+        assert f"serving {len(expected)} actor(s) from {BUNDLED_ACTORS_DIR}: {', '.join(expected)}" in text
+    else:
+        assert f"no actors found in {BUNDLED_ACTORS_DIR}: train one with `python -m server train` or pass --actors" \
+            in text
+
+
+@pytest.mark.slow
+def test_serve_starts_on_an_empty_actors_folder(tmp_path):
+    from tests.server.conftest import running_server
+
+    actors = tmp_path / "empty"
+    actors.mkdir()
+    log = tmp_path / "serve.log"
+    with running_server(actors, tmp_path / "jobs", tmp_path / "cfg", log, "--max-loaded", "2") as srv, \
+            srv.client() as c:
+        assert c.get("/v1/actors").json() == {"actors": []}
+        memory = c.get("/v1/health").json()["memory"]
+    assert memory["max_loaded"] == 2 and memory["lru_order"] == [] and memory["evictions"] == 0
+    text = _startup_log(log)
+    assert f"no actors found in {actors.resolve()}: train one with `python -m server train` or pass --actors" in text
+    assert "at most 2 loaded" in text
+
+
+@pytest.mark.parametrize("flag", ["--max-loaded", "--min-free-gpu-mb"])
+def test_negative_memory_limits_refused(tmp_path, flag):
+    r = _serve(tmp_path, flag, "-1")
+    assert r.returncode == 2 and "--max-loaded and --min-free-gpu-mb must be >= 0" in r.stderr
