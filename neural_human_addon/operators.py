@@ -249,23 +249,31 @@ class NEURALHUMAN_OT_bind_armature(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _start_render(op, context, frames: list[int], single: bool) -> set[str]:
-    settings = context.scene.neural_human
+def _start_job(op, context, *, mesh: bool, single: bool) -> set[str]:
+    """Snapshot the bound rig (and, for renders, the scene camera) over the frames, then hand them to a server job."""
+    settings, scene = context.scene.neural_human, context.scene
     try:
+        frames = [scene.frame_current] if single else frame_range(context)
         root = actor_root(context)
-        actor_id, _up, rest_joints, shapes = root_body(root)
-        if context.scene.camera is None:
+        actor_id, up_axis, rest_joints, shapes = root_body(root)
+        if not mesh and scene.camera is None:
             raise UserError("The scene has no active camera: add one and make it the scene camera")
-        wire = actor_scene.snapshot_frames(root, frames, rest_joints, shapes, with_camera=True, scene=context.scene)
+        wire = actor_scene.snapshot_frames(root, frames, rest_joints, shapes, with_camera=not mesh, scene=scene)
         client = make_client(context)
-        kind = "frame" if single else "animation"
+        kind = ("mesh" if single else "meshes") if mesh else ("frame" if single else "animation")
         out_dir = output_folder(context, kind, actor_id)
     except (UserError, *USER_ERRORS) as err:
         return _fail(op, context, err)
-    title = f"Render {kind} ({actor_id})"
-    handler = RenderResults(title, context.scene.name, context.scene.camera.name, actor_id, out_dir, frames,
-                            single=single, composite=settings.composite and not single)
-    runner = JobRunner(client, actor_id, wire, ["rgba", "depth"], out_dir)
+    if mesh:
+        title = f"{'Mesh' if single else 'Mesh sequence'} ({actor_id})"
+        handler = MeshResults(title, root.name, actor_id, up_axis, out_dir, frames, single=single)
+        runner = JobRunner(client, actor_id, wire, ["mesh"], out_dir, voxel_size=settings.voxel_size,
+                           colors=settings.mesh_colors)
+    else:
+        title = f"Render {kind} ({actor_id})"
+        handler = RenderResults(title, scene.name, scene.camera.name, actor_id, out_dir, frames, single=single,
+                                composite=settings.composite and not single)
+        runner = JobRunner(client, actor_id, wire, ["rgba", "depth"], out_dir)
     job_session.start_job(runner, handler, len(frames))
     op.report({"INFO"}, f"{title}: {len(frames)} frame(s) queued, saving to {out_dir}")
     return {"FINISHED"}
@@ -277,7 +285,7 @@ class NEURALHUMAN_OT_render_frame(bpy.types.Operator):
     bl_description = "Render the actor at the current frame from the scene camera; shown as the camera background"
 
     def execute(self, context):
-        return _start_render(self, context, [context.scene.frame_current], single=True)
+        return _start_job(self, context, mesh=False, single=True)
 
 
 class NEURALHUMAN_OT_render_animation(bpy.types.Operator):
@@ -287,29 +295,7 @@ class NEURALHUMAN_OT_render_animation(bpy.types.Operator):
                       "cancelled; then loaded as an image sequence and composited into the scene's render")
 
     def execute(self, context):
-        try:
-            frames = frame_range(context)
-        except UserError as err:
-            return _fail(self, context, err)
-        return _start_render(self, context, frames, single=False)
-
-
-def _start_mesh(op, context, frames: list[int], single: bool) -> set[str]:
-    settings = context.scene.neural_human
-    try:
-        root = actor_root(context)
-        actor_id, up_axis, rest_joints, shapes = root_body(root)
-        wire = actor_scene.snapshot_frames(root, frames, rest_joints, shapes, with_camera=False, scene=context.scene)
-        client = make_client(context)
-        out_dir = output_folder(context, "mesh" if single else "meshes", actor_id)
-    except (UserError, *USER_ERRORS) as err:
-        return _fail(op, context, err)
-    title = f"{'Mesh' if single else 'Mesh sequence'} ({actor_id})"
-    handler = MeshResults(title, root.name, actor_id, up_axis, out_dir, frames, single=single)
-    runner = JobRunner(client, actor_id, wire, ["mesh"], out_dir, voxel_size=settings.voxel_size,
-                       colors=settings.mesh_colors)
-    job_session.start_job(runner, handler, len(frames))
-    return {"FINISHED"}
+        return _start_job(self, context, mesh=False, single=False)
 
 
 class NEURALHUMAN_OT_import_mesh(bpy.types.Operator):
@@ -318,7 +304,7 @@ class NEURALHUMAN_OT_import_mesh(bpy.types.Operator):
     bl_description = "Marching-cubes mesh of the actor in the current pose, with vertex colours, under the actor root"
 
     def execute(self, context):
-        return _start_mesh(self, context, [context.scene.frame_current], single=True)
+        return _start_job(self, context, mesh=True, single=True)
 
 
 class NEURALHUMAN_OT_import_mesh_sequence(bpy.types.Operator):
@@ -327,11 +313,7 @@ class NEURALHUMAN_OT_import_mesh_sequence(bpy.types.Operator):
     bl_description = "One mesh per frame of the range, shown in turn as the timeline plays"
 
     def execute(self, context):
-        try:
-            frames = frame_range(context)
-        except UserError as err:
-            return _fail(self, context, err)
-        return _start_mesh(self, context, frames, single=False)
+        return _start_job(self, context, mesh=True, single=False)
 
 
 class NEURALHUMAN_OT_cancel(bpy.types.Operator):
@@ -426,11 +408,4 @@ CLASSES = (
 )
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

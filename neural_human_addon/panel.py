@@ -102,11 +102,4 @@ def _wrap(text: str, width: int) -> list[str]:
 CLASSES = (NEURALHUMAN_PT_server, NEURALHUMAN_PT_actor, NEURALHUMAN_PT_render, NEURALHUMAN_PT_mesh)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -93,11 +93,4 @@ def make_client(context: bpy.types.Context | None = None) -> ServerClient:
 CLASSES = (NeuralHumanPreferences,)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -2,7 +2,8 @@
 
 Layout of ``ACTOR_DIR/``:
 
-- ``model.pt``: state dict of ``NeuralBodyNetwork`` in this project's layout (spconv-2 KRSC conv weights).
+- ``model.pt``: state dict of ``NeuralBodyNetwork`` in this project's layout (spconv-2 KRSC conv weights); floating
+  tensors float32, or float16 when saved with ``weights="float16"`` (loaded back as float32).
 - ``actor.json``: manifest ``{"format": "neural-human-actor/1", "name", "body_model": "demo" | "smpl:<path or
   name>", "vertex_count", "frames_trained", "up_axis": "z", "bounds": [[min xyz], [max xyz]] | null (padded world
   box of the training motion, metres), "batchnorm": "batch_stats" | "running", "training_data": {...},
@@ -148,10 +149,13 @@ def _check_shapes(shapes: np.ndarray, source: str) -> np.ndarray:
 
 
 def save_actor(directory: str | os.PathLike[str], network: Any, manifest: ActorManifest, motion: Motion,
-               shapes: np.ndarray) -> Path:
-    """Write an actor folder atomically (temp folder next to it, then rename); returns its path."""
+               shapes: np.ndarray, weights: str = "float32") -> Path:
+    """Write an actor folder atomically (temp folder next to it, then rename); returns its path. ``weights="float16"``
+    stores the floating-point tensors in half precision (half the size; they load back as float32)."""
     import torch
 
+    if weights not in ("float32", "float16"):
+        raise ActorError(f"weights must be 'float32' or 'float16', got {weights!r}")
     target = Path(directory)
     if manifest.vertex_count != network.num_vertices or manifest.frames_trained != network.num_train_frames:
         raise ActorError(f"manifest says {manifest.vertex_count} vertices / {manifest.frames_trained} frames but the "
@@ -165,6 +169,8 @@ def save_actor(directory: str | os.PathLike[str], network: Any, manifest: ActorM
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        if weights == "float16":
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         torch.save(state, tmp / MODEL_FILE)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
         np.savez(tmp / MOTION_FILE, poses=motion.poses.astype(np.float32), shapes=motion.shapes.astype(np.float32),

@@ -398,7 +398,8 @@ def _body_model_name(dataset: ZjuMocapDataset) -> str:
     return f"smpl:{name or 'neutral'}"  # ZJU-MoCap is fitted with the neutral SMPL model
 
 
-def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | None = None) -> Path:
+def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | None = None, name: str | None = None,
+                weights: str = "float32") -> Path:
     """Write the trained network with its manifest, motion (training frames) and shapes as an actor folder."""
     from server.neural_body.actor import ActorManifest, Motion, save_actor
 
@@ -413,13 +414,13 @@ def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | Non
     summary = dataset.summary()
     summary.update(iters_info or {})
     manifest = ActorManifest(
-        name=dataset.name, body_model=_body_model_name(dataset), vertex_count=trainer.network.num_vertices,
+        name=name or dataset.name, body_model=_body_model_name(dataset), vertex_count=trainer.network.num_vertices,
         frames_trained=trainer.network.num_train_frames, up_axis=dataset.up_axis.lstrip("+") or "z",
         bounds=bounds, batchnorm="batch_stats", training_data=summary)
     network = trainer.network
     was_training = network.training
     try:
-        path = save_actor(out, network, manifest, motion, np.asarray(params[0].shapes, np.float32))
+        path = save_actor(out, network, manifest, motion, np.asarray(params[0].shapes, np.float32), weights=weights)
     finally:
         network.train(was_training)
     return path
@@ -450,6 +451,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint folder (default OUT.train)")
     parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--name", default=None, help="actor name in its manifest (default: the dataset's name)")
+    parser.add_argument("--weights", choices=("float32", "float16"), default="float32",
+                        help="precision of the saved weights (float16 halves the actor's size; loaded as float32)")
 
 
 def _init_distributed(device_name: str) -> tuple[int, int, Any]:
@@ -512,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
             info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
                     "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
                     "final_loss": result.losses[-1] if result.losses else None}
-            path = write_actor(trainer, args.out, iters_info={"training": info})
+            path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)
             print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
     except (DatasetError, ValueError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

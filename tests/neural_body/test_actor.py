@@ -62,6 +62,23 @@ def test_round_trip(tmp_path, network) -> None:
     np.testing.assert_array_equal(actor.shapes, motion.shapes[0])
 
 
+def test_float16_weights_halve_the_file_and_load_as_float32(tmp_path, network) -> None:
+    full, _ = save(tmp_path / "full", network)
+    motion = make_motion(3)
+    manifest = read_manifest(full)
+    half = save_actor(tmp_path / "half", network, manifest, motion, motion.shapes[0], weights="float16")
+    assert (half / "model.pt").stat().st_size < 0.6 * (full / "model.pt").stat().st_size
+    loaded = load_actor(half).network.state_dict()
+    for key, value in network.state_dict().items():
+        assert loaded[key].dtype == value.dtype, key  # float32 again (and the int counters untouched)
+        if value.is_floating_point():
+            torch.testing.assert_close(loaded[key], value.half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(loaded[key], value)
+    with pytest.raises(ActorError, match="float16"):
+        save_actor(tmp_path / "bad", network, manifest, motion, motion.shapes[0], weights="int8")
+
+
 def test_saving_again_replaces_the_actor_and_leaves_no_temporaries(tmp_path, network) -> None:
     save(tmp_path / "actor", network)
     save(tmp_path / "actor", network, name="Renamed", batchnorm="batch_stats")
