@@ -56,12 +56,15 @@ def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: Camera, outp
     result = render_image(network, verts, rh, th, latent, np.asarray(camera.K, np.float64),
                           np.asarray(camera.R, np.float64), np.asarray(camera.T, np.float64), camera.width,
                           camera.height, renderer=renderer)
-    alpha = np.clip(result.alpha, 0.0, 1.0).astype(np.float32)
+    # Compositing outputs: the box volume's own opacity as straight alpha, the colour it holds, the expected depth of
+    # what it holds (volume_renderer.RayOutputs.opacity_map: the original's 1e10 last interval left out).
+    alpha = np.clip(result.opacity, 0.0, 1.0).astype(np.float32)
     out = {}
     if "rgba" in outputs:
-        out["rgba"] = np.concatenate([np.clip(result.rgb, 0.0, 1.0), alpha[..., None]], axis=2).astype(np.float32)
+        rgb = np.where(alpha[..., None] > 0, np.clip(result.straight_rgb, 0.0, 1.0), 0.0)
+        out["rgba"] = np.concatenate([rgb, alpha[..., None]], axis=2).astype(np.float32)
     if "depth" in outputs:
-        out["depth"] = np.where(alpha > 0, result.depth, 0.0).astype(np.float32)
+        out["depth"] = np.where(alpha > 0, result.surface_depth, 0.0).astype(np.float32)
     return out
 
 

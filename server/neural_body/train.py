@@ -180,8 +180,9 @@ class TrainingData:
 # ---------------------------------------------------------------------------------------------------- step
 
 
-def _render_loss_module(network: NeuralBodyNetwork, n_samples: int) -> torch.nn.Module:
-    """A module whose forward renders a ray batch and returns the MSE: the unit DistributedDataParallel wraps."""
+def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0) -> torch.nn.Module:
+    """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
+    wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)."""
     import torch
     from torch import nn
 
@@ -193,11 +194,15 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int) -> torch.nn.
             self.network = network
 
         def forward(self, sparse_input: SparseInput, ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor,
-                    far: torch.Tensor, latent_index: int, rgb: torch.Tensor) -> torch.Tensor:
+                    far: torch.Tensor, latent_index: int, rgb: torch.Tensor,
+                    alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
             volumes = self.network.encode_sparse_voxels(sparse_input)
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
                               n_samples=n_samples, perturb=True)
-            return torch.mean((out.rgb_map - rgb) ** 2)
+            colour = torch.mean((out.rgb_map - rgb) ** 2)
+            if mask_loss > 0.0 and alpha is not None:
+                return colour + mask_loss * torch.mean((out.opacity_map - alpha) ** 2), colour
+            return colour, colour
 
     return RenderLoss()
 
@@ -215,6 +220,10 @@ class TrainConfig:
     seed: int = 0
     cache_mb: float = DEFAULT_CACHE_MB
     progress: bool = True
+    # Not in the original: weight of an MSE between the accumulated opacity and the body mask. On black backgrounds
+    # the colour loss alone cannot tell "transparent" from "opaque black", so actors trained without it may carry
+    # black fog inside the body's box; compositing needs a clean alpha.
+    mask_loss: float = 0.0
 
 
 @dataclass
@@ -255,7 +264,7 @@ class Trainer:
         self.rng = np.random.default_rng([config.seed, rank])
         self.generator_seed = config.seed * 1000 + rank
         torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
-        self.loss_module = _render_loss_module(self.network, config.n_samples)
+        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss)
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -331,8 +340,9 @@ class Trainer:
         batch = sample_rays(image, mask, self.data.rays(view), cam.K, cam.R, cam.T,
                             sparse_input.world_bounds.cpu().numpy(), self.config.rays, self.rng)
         dev = self.device
-        loss = self.loss_module(sparse_input, batch.ray_o.to(dev), batch.ray_d.to(dev), batch.near.to(dev),
-                                batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev))
+        alpha = torch.from_numpy((mask[batch.pixels[:, 0], batch.pixels[:, 1]] == 1).astype(np.float32)).to(dev)
+        loss, colour = self.loss_module(sparse_input, batch.ray_o.to(dev), batch.ray_d.to(dev), batch.near.to(dev),
+                                        batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev), alpha)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_value_(self.network.parameters(), GRAD_CLIP_VALUE)
@@ -340,7 +350,7 @@ class Trainer:
         self.step += 1
         if self.step % self.config.epoch_iters == 0:
             self.scheduler.step()
-        return float(loss.detach())
+        return float(colour.detach())  # the colour MSE (what PSNR is computed from), whatever else the loss holds
 
     def run(self) -> TrainResult:
         from tqdm import tqdm
@@ -450,6 +460,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"memory for decoded images and masks ({DEFAULT_CACHE_MB} MB)")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint folder (default OUT.train)")
     parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
+    parser.add_argument("--mask-loss", type=float, default=0.0,
+                        help="weight of an extra MSE between rendered opacity and the body mask (0 = the original "
+                             "recipe; 0.1-1 gives the clean alpha compositing needs on black backgrounds)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--name", default=None, help="actor name in its manifest (default: the dataset's name)")
     parser.add_argument("--weights", choices=("float32", "float16"), default="float32",
@@ -484,6 +497,9 @@ def run(args: argparse.Namespace) -> int:
     if args.lr <= 0 or args.lr_decay_iters <= 0:
         print("error: --lr and --lr-decay-iters must be positive", file=sys.stderr)
         return 2
+    if not args.mask_loss >= 0:
+        print(f"error: --mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}", file=sys.stderr)
+        return 2
     try:
         rank, world_size, device = _init_distributed(args.device)
     except ValueError as err:
@@ -494,7 +510,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
                              epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
                              save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-                             cache_mb=args.cache_mb, progress=not args.no_progress)
+                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss)
         checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
         trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
         if args.resume:
@@ -514,6 +530,7 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.run()
         if rank == 0:
             info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
+                    "mask_loss": args.mask_loss,
                     "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
                     "final_loss": result.losses[-1] if result.losses else None}
             path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)

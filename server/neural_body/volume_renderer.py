@@ -51,6 +51,12 @@ class RayOutputs:
     acc_map: torch.Tensor  # (R,) accumulated opacity
     depth_map: torch.Tensor  # (R,) Σ w·z, camera z-depth (metres)
     weights: torch.Tensor  # (R,S)
+    # The same sums without the last sample, whose interval the original stretches to 1e10: on a black background
+    # that sample absorbs every ray that does not hit the body (opaque black "fog" filling the box), which is harmless
+    # for RGB over black but not for compositing. These give the opacity of the box's own volume.
+    opacity_map: torch.Tensor | None = None  # (R,) Σ_{i<S-1} w_i = 1 − transmittance up to the last sample
+    inner_rgb_map: torch.Tensor | None = None  # (R,3) Σ_{i<S-1} w_i·c_i (premultiplied)
+    inner_depth_map: torch.Tensor | None = None  # (R,) Σ_{i<S-1} w_i·z_i
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return getattr(self, key)
@@ -62,6 +68,11 @@ class ImageRender:
     alpha: np.ndarray  # (H,W) float32
     depth: np.ndarray  # (H,W) float32, metres; raw Σ w·z (0 outside the box)
     mask_at_box: np.ndarray  # (H,W) bool: rays that hit the padded world box
+    # For compositing (RayOutputs.opacity_map): the box volume's own opacity, the straight colour and the expected
+    # camera z of what it holds (0 where the opacity is 0).
+    opacity: np.ndarray | None = None  # (H,W) float32
+    straight_rgb: np.ndarray | None = None  # (H,W,3) float32
+    surface_depth: np.ndarray | None = None  # (H,W) float32
 
 
 def sample_depths(near: torch.Tensor, far: torch.Tensor, n_samples: int = N_SAMPLES, *, perturb: bool = False,
@@ -92,9 +103,14 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
     rgb_map = torch.sum(weights[..., None] * rgb, dim=1)
     acc_map = torch.sum(weights, dim=1)
     depth_map = torch.sum(weights * z_vals, dim=1)
+    inner = weights[:, :-1]
+    opacity_map = torch.sum(inner, dim=1)
+    inner_rgb_map = torch.sum(inner[..., None] * rgb[:, :-1], dim=1)
+    inner_depth_map = torch.sum(inner * z_vals[:, :-1], dim=1)
     if white_bkgd:
         rgb_map = rgb_map + (1.0 - acc_map[:, None])
-    return RayOutputs(rgb_map=rgb_map, acc_map=acc_map, depth_map=depth_map, weights=weights)
+    return RayOutputs(rgb_map=rgb_map, acc_map=acc_map, depth_map=depth_map, weights=weights,
+                      opacity_map=opacity_map, inner_rgb_map=inner_rgb_map, inner_depth_map=inner_depth_map)
 
 
 def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
@@ -126,7 +142,8 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
     if len(parts) == 1:
         return parts[0]
     return RayOutputs(*(torch.cat([getattr(p, name) for p in parts], dim=0)
-                        for name in ("rgb_map", "acc_map", "depth_map", "weights")))
+                        for name in ("rgb_map", "acc_map", "depth_map", "weights", "opacity_map", "inner_rgb_map",
+                                     "inner_depth_map")))
 
 
 class ImageRenderer(Protocol):
@@ -150,6 +167,9 @@ class ReferenceRenderer:
         rgb = torch.zeros((height, width, 3), device=device)
         acc = torch.zeros((height, width), device=device)
         depth = torch.zeros((height, width), device=device)
+        opacity = torch.zeros((height, width), device=device)
+        straight = torch.zeros((height, width, 3), device=device)
+        surface = torch.zeros((height, width), device=device)
         if bool(mask.any()):
             volumes = self.volumes(network, sparse_input)
             out = render_rays(network, volumes, sparse_input, ray_o[mask], ray_d[mask], near[mask], far[mask],
@@ -157,8 +177,13 @@ class ReferenceRenderer:
             rgb[mask] = out.rgb_map
             acc[mask] = out.acc_map
             depth[mask] = out.depth_map
+            opacity[mask] = out.opacity_map
+            seen = out.opacity_map.clamp_min(1e-6)
+            straight[mask] = torch.where(out.opacity_map[:, None] > 1e-6, out.inner_rgb_map / seen[:, None], 0.0)
+            surface[mask] = torch.where(out.opacity_map > 1e-6, out.inner_depth_map / seen, 0.0)
         return ImageRender(rgb=rgb.cpu().numpy(), alpha=acc.cpu().numpy(), depth=depth.cpu().numpy(),
-                           mask_at_box=mask.cpu().numpy())
+                           mask_at_box=mask.cpu().numpy(), opacity=opacity.cpu().numpy(),
+                           straight_rgb=straight.cpu().numpy(), surface_depth=surface.cpu().numpy())
 
     def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
         """The sparse-conv feature volumes of this pose; subclasses may cache them (they depend only on the pose)."""

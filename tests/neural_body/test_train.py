@@ -115,3 +115,36 @@ def test_bad_arguments_are_refused(blob_root, tmp_path, capsys):
     assert train.run(_train_args(str(tmp_path / "missing"), "--out", str(tmp_path / "a"), "--device", "cpu",
                                  "--no-progress")) == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_mask_loss_adds_the_opacity_error_to_the_colour_loss(blob_root):
+    """--mask-loss (not in the original): loss = colour MSE + w·MSE(box-volume opacity, body mask); the colour MSE is
+    what the step reports (and PSNR is computed from)."""
+    from server.neural_body.ray_sampling import sample_rays
+    from server.neural_body.train import _render_loss_module
+    from server.neural_body.volume_renderer import render_rays
+
+    dataset = ZjuMocapDataset(blob_root)
+    trainer = Trainer(dataset, torch.device("cpu"), TrainConfig(iters=0, rays=128, n_samples=8, progress=False))
+    view = int(trainer.data.views[0])
+    image, mask = trainer.data.image_and_mask(0, view)
+    sparse = trainer.data.sparse_input(0)
+    cam = dataset.cameras[view]
+    batch = sample_rays(image, mask, trainer.data.rays(view), cam.K, cam.R, cam.T, sparse.world_bounds.cpu().numpy(),
+                        128, np.random.default_rng(1))
+    target = torch.from_numpy((mask[batch.pixels[:, 0], batch.pixels[:, 1]] == 1).astype(np.float32))
+    assert 0 < float(target.mean()) < 1  # body and background rays both present
+    args = (sparse, batch.ray_o, batch.ray_d, batch.near, batch.far, 0, batch.rgb, target)
+    results = {}
+    for weight in (0.0, 0.7):
+        torch.manual_seed(5)
+        results[weight] = _render_loss_module(trainer.network, 8, weight)(*args)
+    torch.manual_seed(5)
+    out = render_rays(trainer.network, trainer.network.encode_sparse_voxels(sparse), sparse, batch.ray_o,
+                      batch.ray_d, batch.near, batch.far, 0, n_samples=8, perturb=True)
+    opacity_error = torch.mean((out.opacity_map - target) ** 2)
+    (plain, colour0), (masked, colour) = results[0.0], results[0.7]
+    torch.testing.assert_close(plain, colour0)
+    torch.testing.assert_close(colour, colour0)
+    torch.testing.assert_close(masked, colour + 0.7 * opacity_error)
+    assert float(opacity_error) > 0

@@ -35,6 +35,32 @@ def test_raw2outputs_by_hand() -> None:
     assert out["rgb_map"] is out.rgb_map
     white = raw2outputs(raw, z, ray_d, white_bkgd=True)
     torch.testing.assert_close(white.rgb_map, out.rgb_map + (1 - out.acc_map[:, None]))
+    # The compositing sums leave out the last sample (its 1e10 interval makes any density there opaque).
+    torch.testing.assert_close(out.opacity_map[0], torch.tensor(w[0] + w[1], dtype=torch.float64))
+    torch.testing.assert_close(out.inner_depth_map[0], torch.tensor(w[0] * 1, dtype=torch.float64))
+    inner = [w[0] * sig(raw[0, 0, c].item()) + w[1] * sig(raw[0, 1, c].item()) for c in range(3)]
+    torch.testing.assert_close(out.inner_rgb_map[0], torch.tensor(inner, dtype=torch.float64))
+
+
+def test_fog_at_the_far_end_is_opaque_in_acc_but_not_in_the_compositing_opacity(scene) -> None:
+    """A faint density everywhere: the original's acc_map is 1 on every box ray (the last interval is 1e10 long),
+    while the opacity of the box's own volume stays faint, so the server's alpha does not show a black box."""
+    network = copy.deepcopy(scene["network"])
+    with torch.no_grad():
+        network.alpha_fc.weight.zero_()
+        network.alpha_fc.bias.fill_(0.01)  # density 0.01 /m everywhere
+    out = render_image(network, scene["verts"], scene["Rh"], scene["Th"], 0, scene["K"], scene["R"], scene["T"],
+                       20, 24)
+    box = out.mask_at_box
+    np.testing.assert_allclose(out.alpha[box], 1.0, atol=1e-5)
+    assert out.opacity[box].max() < 0.05 and out.opacity[box].min() > 0
+    assert np.all(out.opacity[~box] == 0) and np.all(out.surface_depth[~box] == 0)
+    sparse = prepare_sparse_input(scene["verts"], scene["Rh"], scene["Th"])
+    near, far, mask = near_far(sparse.world_bounds, *get_rays(24, 20, scene["K"], scene["R"], scene["T"]))
+    depth = out.surface_depth[box]  # expected z of a uniform fog: between near and far
+    assert np.all(depth > near.numpy()[mask.numpy()]) and np.all(depth < far.numpy()[mask.numpy()])
+    rgb = out.straight_rgb[box]  # straight colour of the fog = the colour head's sigmoid output, not darkened
+    assert rgb.min() > 0.05 and np.all(rgb <= 1)
 
 
 def test_sample_depths() -> None:

@@ -63,7 +63,12 @@ def test_demo_actor_render_covers_the_body_with_its_depth(demo_server, posed):
     assert inside.all()
     hit = np.zeros((H, W), bool)
     hit[px[:, 1], px[:, 0]] = True  # pixels the body's surface projects to
-    assert (alpha[hit] > 0.5).mean() > 0.9, (alpha[hit] > 0.5).mean()
+    # Inside the silhouette (a hit pixel whose 4 neighbours are hit too) the actor is opaque; on its rim a pixel
+    # centre may fall just outside the learned surface, so the rim only counts as a whole.
+    interior = hit.copy()
+    interior[1:-1, 1:-1] &= hit[:-2, 1:-1] & hit[2:, 1:-1] & hit[1:-1, :-2] & hit[1:-1, 2:]
+    assert (alpha[interior] > 0.5).mean() > 0.95, (alpha[interior] > 0.5).mean()
+    assert (alpha[hit] > 0.5).mean() > 0.8, (alpha[hit] > 0.5).mean()
     lo, hi = px.min(0) - 2, px.max(0) + 2  # the projected body box, 2 px margin
     outside = np.ones((H, W), bool)
     outside[lo[1]: hi[1] + 1, lo[0]: hi[0] + 1] = False
