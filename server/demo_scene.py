@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     call(bpy.ops.neural_human.render_animation, "Render Animation")
     wait(addon, "Render Animation", args.timeout)
     status = bpy.context.window_manager.neural_human
-    log(status.job_text)
+    render_status = status.job_text
     timings["render animation through the server"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "mesh": {"object": mesh_obj.name, "vertices": len(mesh_obj.data.vertices),
                  "faces": len(mesh_obj.data.polygons), "frame": frames.start + len(frames) // 2,
                  "job_dir": str(next(Path(p) for p in sorted((out / "neural_human").glob(f"{args.actor}_mesh_*"))))},
-        "walk": walk, "status": status.job_text, "blend": str(out / "demo.blend"),
+        "walk": walk, "status": render_status, "blend": str(out / "demo.blend"),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     tmp = args.result.with_name(args.result.name + ".tmp")
