@@ -39,7 +39,6 @@ from tests.retarget_blender.blender_rigs import (
     demo_rest,
     direction_errors,
     import_bvh,
-    needs_cmu_walk,
 )
 
 pytestmark = pytest.mark.blender
@@ -219,7 +218,6 @@ def test_moving_the_root_moves_the_camera_not_the_body(up: str) -> None:
     assert worst <= 0.01, worst
 
 
-@needs_cmu_walk
 def test_cmu_bvh_rig_binds_and_drives_the_body() -> None:
     """A rig the root does not own (CMU BVH, Blender's importer, not parented): bodies follow its bones in world."""
     actor, skeleton = _actor("z")

@@ -13,11 +13,13 @@ from neural_human_addon.smpl_skeleton import PRIMARY_CHILD, SMPL_JOINT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_BODY = ROOT / "server" / "body" / "assets" / "demo_body.npz"
-# Openly licensed sample rigs (CMU/MakeHuman BVH, MakeHuman skeleton): the shared data folder beside the repo.
+# The CMU walk ships with the project (server/data/assets); the other openly licensed sample rigs (MakeHuman BVH and
+# skeleton) are read from the shared data folder beside the repo when it is there.
+CMU_WALK_BVH = ROOT / "server" / "data" / "assets" / "cmu_mb_walk_delfem2.bvh"
 SHARED_DATA = Path(os.environ.get("NEURAL_HUMAN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BVH_DIR = SHARED_DATA / "bvh"
 needs_shared_data = pytest.mark.skipif(
-    not (BVH_DIR / "cmu_mb_walk_delfem2.bvh").is_file(),
+    not (BVH_DIR / "makehuman_legacy_walk1.bvh").is_file(),
     reason=f"sample rigs not at {SHARED_DATA} (set NEURAL_HUMAN_SHARED_DATA; see shared/data/README.md)",
 )
 C_Y_TO_Z = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])

@@ -13,7 +13,7 @@ from neural_human_addon.bone_maps import (
 )
 from neural_human_addon.smpl_skeleton import REQUIRED_JOINTS, SMPL_JOINT_NAMES
 
-from .rig_fixtures import BVH_DIR, bvh_joint_names, needs_shared_data
+from .rig_fixtures import BVH_DIR, CMU_WALK_BVH, bvh_joint_names, needs_shared_data
 
 MHSKEL = BVH_DIR.parent / "makehuman" / "default.mhskel"
 
@@ -53,7 +53,7 @@ def test_all_presets_load_and_cover_all_joints() -> None:
 @pytest.mark.parametrize(
     ("names", "expected"),
     [
-        pytest.param(lambda: bvh_joint_names(BVH_DIR / "cmu_mb_walk_delfem2.bvh"), "cmu_bvh", marks=needs_shared_data),
+        pytest.param(lambda: bvh_joint_names(CMU_WALK_BVH), "cmu_bvh"),
         pytest.param(
             lambda: bvh_joint_names(BVH_DIR / "makehuman_legacy_walk1.bvh"), "makehuman_legacy", marks=needs_shared_data
         ),
@@ -81,9 +81,9 @@ def test_detection_picks_the_family(names, expected: str) -> None:
     assert all(b in rig for b in det.bone_map.values() if b)  # resolved to the rig's own names
 
 
-@needs_shared_data
+@needs_shared_data  # also reads the MakeHuman skeleton
 def test_detection_resolves_real_bvh_names() -> None:
-    det = detect_bone_map(bvh_joint_names(BVH_DIR / "cmu_mb_walk_delfem2.bvh"))
+    det = detect_bone_map(bvh_joint_names(CMU_WALK_BVH))
     assert det.bone_map["left_hip"] == "LeftUpLeg" and det.bone_map["spine1"] == "LowerBack"
     assert det.coverage == 1.0
     mh = detect_bone_map(list(json.loads(MHSKEL.read_text())["bones"]))

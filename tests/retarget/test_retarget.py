@@ -18,6 +18,7 @@ from neural_human_addon.smpl_skeleton import PRIMARY_CHILD, SMPL_JOINT_NAMES, SM
 from .rig_fixtures import (
     BVH_DIR,
     C_Y_TO_Z,
+    CMU_WALK_BVH,
     a_pose,
     needs_shared_data,
     pose_rig,
@@ -239,12 +240,13 @@ def test_bad_input_messages() -> None:
         Skeleton(["a", "b"], [1, 0], np.tile(np.eye(4), (2, 1, 1)))
 
 
-@needs_shared_data
 @pytest.mark.parametrize(
-    ("file", "unit", "up"), [("cmu_mb_walk_delfem2.bvh", 0.056, "Y"), ("makehuman_legacy_walk1.bvh", 0.1, "Z")]
+    ("path", "unit", "up"),
+    [(CMU_WALK_BVH, 0.056, "Y"), pytest.param(BVH_DIR / "makehuman_legacy_walk1.bvh", 0.1, "Z",
+                                              marks=needs_shared_data)],
 )
-def test_real_bvh_walk_to_smpl(file: str, unit: float, up: str) -> None:
-    names, parents, rest, posed, fps = read_bvh(BVH_DIR / file, unit, up)
+def test_real_bvh_walk_to_smpl(path, unit: float, up: str) -> None:
+    names, parents, rest, posed, fps = read_bvh(path, unit, up)
     src = Skeleton(names, parents, rest)
     det = detect_bone_map(names)
     assert det.ok, det.message
@@ -267,10 +269,9 @@ def test_real_bvh_walk_to_smpl(file: str, unit: float, up: str) -> None:
     assert np.all(height[:, 15] > height[:, 0] + 0.4)
 
 
-@needs_shared_data
 def test_cmu_walk_feet_and_a_vs_t_pose_targets() -> None:
     """CMU walk onto a T- and an A-pose SMPL-layout rig standing on the floor, with keep_on_ground."""
-    names, parents, rest, posed, fps = read_bvh(BVH_DIR / "cmu_mb_walk_delfem2.bvh", 0.056, "Y")
+    names, parents, rest, posed, fps = read_bvh(CMU_WALK_BVH, 0.056, "Y")
     posed = posed[1:]  # BVH frame 0 jumps away from the rest of the clip
     src = Skeleton(names, parents, rest)
     src_map = detect_bone_map(names).bone_map

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import bpy
 import numpy as np
-import pytest
 
 from neural_human_addon.smpl_skeleton import PRIMARY_CHILD
 from tests.retarget.rig_fixtures import a_pose  # noqa: F401  (re-exported for the Blender tests)
 
 ROOT = Path(__file__).resolve().parents[2]
-# Openly licensed sample rigs live in the shared data folder beside the repo (see shared/data/README.md).
-SHARED_DATA = Path(os.environ.get("NEURAL_HUMAN_SHARED_DATA", ROOT.parent / "shared" / "data"))
-CMU_WALK = SHARED_DATA / "bvh" / "cmu_mb_walk_delfem2.bvh"
+CMU_WALK = ROOT / "server" / "data" / "assets" / "cmu_mb_walk_delfem2.bvh"  # ships with the project
 CMU_UNIT = 0.056  # CMU BVH units -> metres (the same factor as tests/retarget)
-needs_cmu_walk = pytest.mark.skipif(
-    not CMU_WALK.is_file(), reason=f"sample BVH not at {CMU_WALK} (set NEURAL_HUMAN_SHARED_DATA)"
-)
 FOOT_JOINTS = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 

@@ -29,10 +29,9 @@ from .blender_rigs import (
     demo_rest,
     direction_errors,
     import_bvh,
-    needs_cmu_walk,
 )
 
-pytestmark = [pytest.mark.blender, needs_cmu_walk]
+pytestmark = pytest.mark.blender
 FRAMES = (2, 41)  # BVH frame 1 (scene frame 1) jumps away from the rest of the clip
 FRAME_LIST = list(range(FRAMES[0], FRAMES[1] + 1))
 SMPL_MAP = {j: j for j in SMPL_JOINT_NAMES}
