@@ -21,7 +21,6 @@ import bpy
 from bpy.app.handlers import persistent
 
 from .job_runner import FrameSaved, JobFailed, JobFinished, JobProgress, JobRunner, JobStarted, drain
-from .server_client import ServerError
 
 TICK_ACTIVE_S = 0.1
 TICK_IDLE_S = 0.5
@@ -261,5 +260,5 @@ def unregister() -> None:
             handlers.remove(fn)
 
 
-__all__ = ["ActiveJob", "BackgroundCall", "ServerError", "cancel_all", "drain_all", "start_call", "start_job",
+__all__ = ["ActiveJob", "BackgroundCall", "cancel_all", "drain_all", "start_call", "start_job",
            "wait_idle"]
