@@ -1,17 +1,20 @@
-"""Per-pose cache of the sparse-conv feature volumes: they depend only on the posed body (and the network), not on
-the camera, so every camera of one pose reuses one encode.
+"""Per-pose cache of what rendering a pose needs besides the camera: the sparse-conv feature volumes and the body's
+occupancy. Both depend only on the voxelised body (and the network), so every camera of one pose reuses one encode,
+and a pose that only moves (Th) voxelises to the same SMPL-frame voxels and reuses them too.
 
-- ``pose_key(owner, vertices, Rh, Th, device, *, voxel_size, box_padding, batchnorm) -> str``: a SHA-256 over the
-  posed vertices' float32 bytes, Rh, Th, the voxelisation settings, the owner (actor id), the device and the
-  network's eval-time BatchNorm mode (the volumes depend on it).
-- ``FeatureCache(budget_bytes)``: LRU of ``key -> volumes`` bounded by the volumes' total tensor bytes;
-  ``get_or_encode(key, owner, encode)``, ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``.
+- ``pose_key(owner, sparse_input, device, *, batchnorm) -> str``: a SHA-256 over what the volumes depend on: the
+  voxel indices and grid size of the voxelised body, the voxel size, the owner (actor id), the device and the
+  network's eval-time BatchNorm mode.
+- ``FeatureCache(budget_bytes)``: LRU of ``key -> PoseFeatures`` bounded by their total tensor bytes;
+  ``get_or_encode(key, owner, encode) -> volumes``, ``occupancy(key, margin, build) -> Occupancy`` (kept beside the
+  volumes of an entry), ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``.
   One entry larger than the whole budget is computed and returned but not kept.
-- ``cached_volumes(cache, owner, network, sparse_input, pose, *, voxel_size, box_padding) -> volumes``: the pose's
-  volumes from the cache (encoded on a miss, keyed with the network's current BatchNorm mode); renders and meshes
-  of one pose share them.
-- ``CachedRenderer(cache=..., owner=..., pose=(vertices, Rh, Th))``: a ``ReferenceRenderer`` that
-  takes the volumes from the cache; pixels are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order).
+- ``cached_volumes(cache, owner, network, sparse_input) -> volumes``: the pose's volumes from the cache (encoded on a
+  miss, keyed with the network's current BatchNorm mode); renders and meshes of one pose share them.
+- ``cached_occupancy(cache, owner, network, sparse_input, margin) -> Occupancy``.
+- ``CachedRenderer(cache=..., owner=...)``: a ``ReferenceRenderer`` that takes the volumes from the cache; pixels
+  are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order). ``CachedFastRenderer`` is the same for the
+  ``FastRenderer`` (volumes and occupancy from the cache).
 """
 
 from __future__ import annotations
@@ -20,38 +23,38 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from server.neural_body.batchnorm_mode import batchnorm_mode
+from server.neural_body.fast_renderer import FastRenderer
 from server.neural_body.network import NeuralBodyNetwork
-from server.neural_body.sparse_input import VOXEL_SIZE, ZJU_PADDING, BoxPadding, SparseInput
+from server.neural_body.occupancy import Occupancy, body_occupancy
+from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import ReferenceRenderer
 
 Volumes = list[torch.Tensor]
 
 
-def _array_bytes(value: np.ndarray | torch.Tensor) -> bytes:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(value, dtype=np.float32)).tobytes()
+@dataclass
+class PoseFeatures:
+    """One cache entry: the feature volumes of a voxelised body and the occupancies built for it (by margin)."""
+
+    volumes: Volumes
+    occupancies: dict[float, Occupancy] = field(default_factory=dict)
 
 
-def pose_key(owner: str, vertices: np.ndarray | torch.Tensor, Rh: np.ndarray | torch.Tensor,
-             Th: np.ndarray | torch.Tensor, device: str | torch.device, *, voxel_size: float = VOXEL_SIZE,
-             box_padding: BoxPadding = ZJU_PADDING, batchnorm: str = "batch_stats") -> str:
-    """Cache key of one posed body for one actor on one device (the inputs of the voxelisation, as float32, and the
-    BatchNorm mode the encoder runs in)."""
+def pose_key(owner: str, sparse_input: SparseInput, device: str | torch.device, *,
+             batchnorm: str = "batch_stats") -> str:
+    """Cache key of one voxelised body for one actor on one device and BatchNorm mode: what its volumes depend on."""
     h = hashlib.sha256()
-    for part in (owner, str(torch.device(device)), repr(float(voxel_size)), repr(box_padding), batchnorm):
+    for part in (owner, str(torch.device(device)), repr(float(sparse_input.voxel_size)), repr(sparse_input.out_sh),
+                 batchnorm):
         h.update(part.encode())
         h.update(b"\0")
-    for array in (vertices, Rh, Th):
-        data = _array_bytes(array)
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
+    h.update(np.ascontiguousarray(sparse_input.coords.detach().cpu().numpy(), dtype=np.int32).tobytes())
     return h.hexdigest()
 
 
@@ -66,7 +69,7 @@ class FeatureCache:
         if budget_bytes < 0:
             raise ValueError(f"the cache budget must be >= 0 bytes; got {budget_bytes}")
         self.budget_bytes = int(budget_bytes)
-        self._entries: OrderedDict[str, tuple[str, Volumes, int]] = OrderedDict()  # key -> (owner, volumes, bytes)
+        self._entries: OrderedDict[str, tuple[str, PoseFeatures, int]] = OrderedDict()  # key -> (owner, entry, bytes)
         self._lock = threading.Lock()
         self.bytes_used = 0
         self.hits = 0
@@ -84,18 +87,36 @@ class FeatureCache:
             if entry is not None:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return entry[1]
+                return entry[1].volumes
             self.misses += 1
         volumes = encode()  # outside the lock: encoding is the slow part
         size = volumes_nbytes(volumes)
         with self._lock:
             if size <= self.budget_bytes and key not in self._entries:
-                self._entries[key] = (owner, volumes, size)
+                self._entries[key] = (owner, PoseFeatures(volumes), size)
                 self.bytes_used += size
                 while self.bytes_used > self.budget_bytes:
                     _, (_, _, dropped) = self._entries.popitem(last=False)
                     self.bytes_used -= dropped
         return volumes
+
+    def occupancy(self, key: str, margin: float, build: Callable[[], Occupancy]) -> Occupancy:
+        """The occupancy with ``margin`` of the entry ``key``, built on first use and kept with the entry (an
+        entry that is not cached builds it every time)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            hit = entry[1].occupancies.get(margin) if entry is not None else None
+        if hit is not None:
+            return hit
+        occupancy = build()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and margin not in entry[1].occupancies:
+                owner, features, size = entry
+                features.occupancies[margin] = occupancy
+                self._entries[key] = (owner, features, size + occupancy.nbytes)
+                self.bytes_used += occupancy.nbytes
+        return occupancy
 
     def evict_owner(self, owner: str) -> int:
         """Drop every entry of ``owner`` (an unloaded actor); returns how many were dropped."""
@@ -111,15 +132,20 @@ class FeatureCache:
             self.bytes_used = 0
 
 
-def cached_volumes(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput,
-                   pose: tuple[np.ndarray, np.ndarray, np.ndarray], *, voxel_size: float = VOXEL_SIZE,
-                   box_padding: BoxPadding = ZJU_PADDING) -> Volumes:
-    """The feature volumes of ``sparse_input`` (voxelised from ``pose`` = (vertices, Rh, Th) with ``voxel_size`` and
-    ``box_padding``) from ``cache``, encoded on a miss. Call it in the BatchNorm mode the volumes are used in: the
-    mode is part of the key (meshes always use batch statistics; renders the actor's mode)."""
-    key = pose_key(owner, *pose, network.c.weight.device, voxel_size=voxel_size, box_padding=box_padding,
-                   batchnorm=batchnorm_mode(network))
+def cached_volumes(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Volumes:
+    """The feature volumes of ``sparse_input`` from ``cache``, encoded on a miss. Call it in the BatchNorm mode the
+    volumes are used in: the mode is part of the key (meshes always use batch statistics; renders the actor's mode)."""
+    key = pose_key(owner, sparse_input, network.c.weight.device, batchnorm=batchnorm_mode(network))
     return cache.get_or_encode(key, owner, lambda: network.encode_sparse_voxels(sparse_input))
+
+
+def cached_occupancy(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput,
+                     margin: float) -> Occupancy:
+    """The body's occupancy of ``sparse_input`` with ``margin``, kept beside its volumes (placed at this input's
+    SMPL-frame box: a body that only moved shares the cells of the one cached)."""
+    key = pose_key(owner, sparse_input, network.c.weight.device, batchnorm=batchnorm_mode(network))
+    occupancy = cache.occupancy(key, margin, lambda: body_occupancy(sparse_input, margin))
+    return occupancy.anchored_at(sparse_input)
 
 
 @dataclass(kw_only=True)
@@ -128,12 +154,20 @@ class CachedRenderer(ReferenceRenderer):
 
     cache: FeatureCache
     owner: str
-    voxel_size: float = VOXEL_SIZE
-    box_padding: BoxPadding = ZJU_PADDING
-    pose: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (vertices, Rh, Th) the sparse input came from
 
     def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
-        if self.pose is None:
-            raise ValueError("CachedRenderer needs pose=(vertices, Rh, Th) of the body to key its cache")
-        return cached_volumes(self.cache, self.owner, network, sparse_input, self.pose, voxel_size=self.voxel_size,
-                              box_padding=self.box_padding)
+        return cached_volumes(self.cache, self.owner, network, sparse_input)
+
+
+@dataclass(kw_only=True)
+class CachedFastRenderer(FastRenderer):
+    """``FastRenderer`` with the feature volumes and the occupancy from ``cache`` for ``owner``."""
+
+    cache: FeatureCache
+    owner: str
+
+    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
+        return cached_volumes(self.cache, self.owner, network, sparse_input)
+
+    def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
+        return cached_occupancy(self.cache, self.owner, network, sparse_input, self.margin)

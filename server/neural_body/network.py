@@ -95,37 +95,26 @@ class NeuralBodyNetwork(nn.Module):
 
     def grid_coords(self, wpts: torch.Tensor, sparse_input: SparseInput) -> torch.Tensor:
         """(N,3) world points → (N,3) grid_sample coordinates (x,y,z order) in [-1,1] over the full-res grid."""
-        pts = sparse_input.world_to_smpl(wpts)
-        dhw = pts[:, [2, 1, 0]]
-        min_dhw = sparse_input.bounds[0, [2, 1, 0]]
-        dhw = (dhw - min_dhw) / sparse_input.voxel_size
-        out_sh = torch.tensor(sparse_input.out_sh, dtype=dhw.dtype, device=dhw.device)
-        dhw = dhw / out_sh * 2 - 1  # full-resolution out_sh for every level (original's behaviour)
-        return dhw[:, [2, 1, 0]]
+        return smpl_grid_coords(sparse_input.world_to_smpl(wpts), sparse_input)
 
     def interpolate_features(self, wpts: torch.Tensor, volumes: list[torch.Tensor],
                              sparse_input: SparseInput) -> torch.Tensor:
         """Trilinear features of net1..net4 at world points: (N,3) → (N,352)."""
-        grid = self.grid_coords(wpts, sparse_input).view(1, 1, 1, -1, 3)
-        feats = [F.grid_sample(v, grid, padding_mode="zeros", align_corners=True) for v in volumes]
-        return torch.cat(feats, dim=1).reshape(sum(VOLUME_CHANNELS), -1).t()
+        return features_at(self.grid_coords(wpts, sparse_input), volumes)
 
-    def _trunk(self, features: torch.Tensor) -> torch.Tensor:
+    def trunk(self, features: torch.Tensor) -> torch.Tensor:
+        """fc_0..fc_2 with ReLU: (N,352) interpolated features → (N,256)."""
         net = self.actvn(_pointwise(self.fc_0, features))
         net = self.actvn(_pointwise(self.fc_1, net))
         return self.actvn(_pointwise(self.fc_2, net))
 
-    def calculate_density(self, wpts: torch.Tensor, volumes: list[torch.Tensor],
-                          sparse_input: SparseInput) -> torch.Tensor:
-        """Raw (pre-ReLU) density at world points: (N,3) → (N,1)."""
-        net = self._trunk(self.interpolate_features(wpts, volumes, sparse_input))
+    def density_head(self, net: torch.Tensor) -> torch.Tensor:
+        """Raw (pre-ReLU) density from trunk outputs: (N,256) → (N,1)."""
         return _pointwise(self.alpha_fc, net)
 
-    def calculate_density_color(self, wpts: torch.Tensor, viewdir: torch.Tensor, volumes: list[torch.Tensor],
-                                sparse_input: SparseInput, latent_index: int | torch.Tensor) -> torch.Tensor:
-        """Raw [rgb logits, density] at world points: wpts (N,3), viewdir (N,3) normalised → (N,4)."""
-        net = self._trunk(self.interpolate_features(wpts, volumes, sparse_input))
-        alpha = _pointwise(self.alpha_fc, net)
+    def color_head(self, net: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
+                   latent_index: int | torch.Tensor) -> torch.Tensor:
+        """RGB logits from trunk outputs (N,256), world points (N,3) and normalised view directions (N,3) → (N,3)."""
         features = _pointwise(self.feature_fc, net)
         index = torch.as_tensor(latent_index, dtype=torch.long, device=features.device).reshape(())
         latent = self.latent(index).expand(features.shape[0], LATENT_DIM)
@@ -133,8 +122,37 @@ class NeuralBodyNetwork(nn.Module):
         view = positional_encoding(viewdir, VIEW_FREQS)
         xyz = positional_encoding(wpts, XYZ_FREQS)
         net = self.actvn(_pointwise(self.view_fc, torch.cat([features, view, xyz], dim=1)))
-        rgb = _pointwise(self.rgb_fc, net)
+        return _pointwise(self.rgb_fc, net)
+
+    def calculate_density(self, wpts: torch.Tensor, volumes: list[torch.Tensor],
+                          sparse_input: SparseInput) -> torch.Tensor:
+        """Raw (pre-ReLU) density at world points: (N,3) → (N,1)."""
+        return self.density_head(self.trunk(self.interpolate_features(wpts, volumes, sparse_input)))
+
+    def calculate_density_color(self, wpts: torch.Tensor, viewdir: torch.Tensor, volumes: list[torch.Tensor],
+                                sparse_input: SparseInput, latent_index: int | torch.Tensor) -> torch.Tensor:
+        """Raw [rgb logits, density] at world points: wpts (N,3), viewdir (N,3) normalised → (N,4)."""
+        net = self.trunk(self.interpolate_features(wpts, volumes, sparse_input))
+        alpha = self.density_head(net)
+        rgb = self.color_head(net, wpts, viewdir, latent_index)
         return torch.cat([rgb, alpha], dim=1)
+
+
+def smpl_grid_coords(pts_smpl: torch.Tensor, sparse_input: SparseInput) -> torch.Tensor:
+    """(N,3) SMPL-frame points → (N,3) grid_sample coordinates (x,y,z order) in [-1,1] over the full-res grid."""
+    dhw = pts_smpl[:, [2, 1, 0]]
+    min_dhw = sparse_input.bounds[0, [2, 1, 0]]
+    dhw = (dhw - min_dhw) / sparse_input.voxel_size
+    out_sh = torch.tensor(sparse_input.out_sh, dtype=dhw.dtype, device=dhw.device)
+    dhw = dhw / out_sh * 2 - 1  # full-resolution out_sh for every level (original's behaviour)
+    return dhw[:, [2, 1, 0]]
+
+
+def features_at(grid: torch.Tensor, volumes: list[torch.Tensor]) -> torch.Tensor:
+    """Trilinear features of net1..net4 at grid_sample coordinates (N,3) → (N,352)."""
+    grid = grid.view(1, 1, 1, -1, 3)
+    feats = [F.grid_sample(v, grid.to(v.dtype), padding_mode="zeros", align_corners=True) for v in volumes]
+    return torch.cat(feats, dim=1).reshape(sum(VOLUME_CHANNELS), -1).t()
 
 
 # ---------------------------------------------------------------------- state-dict checks

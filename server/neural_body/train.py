@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from server.data.zju_reader import ZjuMocapDataset
     from server.neural_body.network import NeuralBodyNetwork
+    from server.neural_body.occupancy import Occupancy
     from server.neural_body.sparse_input import SparseInput
 
 BASE_LR = 5e-4
@@ -141,6 +142,7 @@ class TrainingData:
         self._images: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._inputs: dict[int, SparseInput] = {}
         self._rays: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._occupancy: dict[tuple[int, float], Occupancy] = {}
 
     def image_and_mask(self, frame: int, view: int) -> tuple[np.ndarray, np.ndarray]:
         key = (frame, view)
@@ -163,6 +165,16 @@ class TrainingData:
             hit = prepare_sparse_input(self.dataset.vertices(frame), params.Rh, params.Th,
                                        box_padding=self.box_padding, device=self.device)
             self._inputs[frame] = hit
+        return hit
+
+    def occupancy(self, frame: int, margin: float) -> Occupancy:
+        """The posed body's occupancy of a training frame (computed once per frame)."""
+        from server.neural_body.occupancy import body_occupancy
+
+        hit = self._occupancy.get((frame, margin))
+        if hit is None:
+            hit = body_occupancy(self.sparse_input(frame), margin)
+            self._occupancy[(frame, margin)] = hit
         return hit
 
     def rays(self, view: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,10 +207,11 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
 
         def forward(self, sparse_input: SparseInput, ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor,
                     far: torch.Tensor, latent_index: int, rgb: torch.Tensor,
-                    alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    alpha: torch.Tensor | None = None,
+                    occupancy: Occupancy | None = None) -> tuple[torch.Tensor, torch.Tensor]:
             volumes = self.network.encode_sparse_voxels(sparse_input)
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
-                              n_samples=n_samples, perturb=True)
+                              n_samples=n_samples, perturb=True, occupancy=occupancy)
             colour = torch.mean((out.rgb_map - rgb) ** 2)
             if mask_loss > 0.0 and alpha is not None:
                 return colour + mask_loss * torch.mean((out.opacity_map - alpha) ** 2), colour
@@ -224,6 +237,13 @@ class TrainConfig:
     # the colour loss alone cannot tell "transparent" from "opaque black", so actors trained without it may carry
     # black fog inside the body's box; compositing needs a clean alpha.
     mask_loss: float = 0.0
+    # "occupancy" (the fast path's sampler): only samples inside the posed body's occupancy reach the network, the
+    # rest count as empty; "box": every sample of the padded box, as the original.
+    sampler: str = "occupancy"
+    occupancy_margin: float = 0.03
+
+
+SAMPLERS = ("occupancy", "box")
 
 
 @dataclass
@@ -341,8 +361,11 @@ class Trainer:
                             sparse_input.world_bounds.cpu().numpy(), self.config.rays, self.rng)
         dev = self.device
         alpha = torch.from_numpy((mask[batch.pixels[:, 0], batch.pixels[:, 1]] == 1).astype(np.float32)).to(dev)
+        occupancy = (self.data.occupancy(frame, self.config.occupancy_margin)
+                     if self.config.sampler == "occupancy" else None)
         loss, colour = self.loss_module(sparse_input, batch.ray_o.to(dev), batch.ray_d.to(dev), batch.near.to(dev),
-                                        batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev), alpha)
+                                        batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev), alpha,
+                                        occupancy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_value_(self.network.parameters(), GRAD_CLIP_VALUE)
@@ -463,6 +486,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-loss", type=float, default=0.0,
                         help="weight of an extra MSE between rendered opacity and the body mask (0 = the original "
                              "recipe; 0.1-1 gives the clean alpha compositing needs on black backgrounds)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="occupancy",
+                        help="occupancy (default): only samples near the posed body reach the network, the others "
+                             "count as empty (the fast path's sampler); box: every sample of the padded box, as the "
+                             "original recipe")
+    parser.add_argument("--occupancy-margin", type=float, default=0.03,
+                        help="metres around the body that the occupancy sampler keeps (0.03)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--name", default=None, help="actor name in its manifest (default: the dataset's name)")
     parser.add_argument("--weights", choices=("float32", "float16"), default="float32",
@@ -510,7 +539,8 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
                              epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
                              save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss)
+                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss,
+                             sampler=args.sampler, occupancy_margin=args.occupancy_margin)
         checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
         trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
         if args.resume:
@@ -530,7 +560,7 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.run()
         if rank == 0:
             info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
-                    "mask_loss": args.mask_loss,
+                    "mask_loss": args.mask_loss, "sampler": args.sampler,
                     "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
                     "final_loss": result.losses[-1] if result.losses else None}
             path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)

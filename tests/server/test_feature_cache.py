@@ -39,7 +39,7 @@ def test_cached_render_equals_uncached_and_encodes_once(posed, monkeypatch):
     cams = [camera(16, 12), {**camera(20, 10), "K": [[30.0, 0.0, 9.5], [0.0, 30.0, 4.5], [0.0, 0.0, 1.0]]}]
     for i, cam in enumerate(cams):
         plain = _render(network, verts, rh, th, cam)
-        cached = _render(network, verts, rh, th, cam, CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
+        cached = _render(network, verts, rh, th, cam, CachedRenderer(cache=cache, owner="a"))
         assert plain.alpha.max() > 0  # the body is in view
         for name in ("rgb", "alpha", "depth", "mask_at_box"):
             assert np.array_equal(getattr(plain, name), getattr(cached, name)), name
@@ -47,20 +47,42 @@ def test_cached_render_equals_uncached_and_encodes_once(posed, monkeypatch):
     assert len(calls) == 2 + 1  # two uncached renders + one cached encode
     assert len(cache) == 1 and cache.bytes_used > 0
 
-    other = verts + np.float32([0.0, 0.0, 0.01])  # another pose: a new entry
-    _render(network, other, rh, th, cams[0], CachedRenderer(cache=cache, owner="a", pose=(other, rh, th)))
+    other = verts * np.float32(1.05)  # another pose (a larger body): a new entry
+    _render(network, other, rh, th, cams[0], CachedRenderer(cache=cache, owner="a"))
     assert cache.misses == 2 and len(cache) == 2 and len(calls) == 4
 
 
+def test_a_pose_that_only_moves_reuses_the_volumes(posed):
+    """Moving the body (Th) leaves its SMPL-frame voxels unchanged: the cached volumes serve it, and its render
+    matches an uncached render of the moved body."""
+    network, verts, rh, th = posed
+    cache = FeatureCache(512 * 2**20)
+    shift = np.float32([0.3, -0.2, 0.1])
+    cam = camera(16, 12)
+    _render(network, verts, rh, th, cam, CachedRenderer(cache=cache, owner="a"))
+    moved = _render(network, verts + shift, rh, th + shift, cam, CachedRenderer(cache=cache, owner="a"))
+    assert (cache.misses, cache.hits) == (1, 1)
+    plain = _render(network, verts + shift, rh, th + shift, cam)
+    assert plain.alpha.max() > 0
+    np.testing.assert_allclose(moved.alpha, plain.alpha, atol=1e-5)
+    np.testing.assert_allclose(moved.rgb, plain.rgb, atol=1e-5)
+
+
 def test_pose_key_separates_actor_device_and_pose(posed):
+    from server.neural_body.sparse_input import prepare_sparse_input
+
     _, verts, rh, th = posed
-    k = pose_key("a", verts, rh, th, "cpu")
-    assert k == pose_key("a", verts.copy(), rh, th, "cpu") == pose_key("a", torch.from_numpy(verts), rh, th, "cpu")
-    bumped = verts.copy()
-    bumped[0, 0] += 1e-6
-    assert len({k, pose_key("b", verts, rh, th, "cpu"), pose_key("a", verts, rh, th, "meta"),
-                pose_key("a", bumped, rh, th, "cpu"), pose_key("a", verts, rh + 0.1, th, "cpu"),
-                pose_key("a", verts, rh, th, "cpu", voxel_size=0.01)}) == 6
+    sparse = prepare_sparse_input(verts, rh, th)
+    k = pose_key("a", sparse, "cpu")
+    assert k == pose_key("a", prepare_sparse_input(torch.from_numpy(verts), rh, th), "cpu")
+    assert k == pose_key("a", prepare_sparse_input(verts + 1.0, rh, th + 1.0), "cpu")  # only moved: same voxels
+    bent = verts.copy()
+    bent[0, 0] += 0.05
+    assert len({k, pose_key("b", sparse, "cpu"), pose_key("a", sparse, "meta"),
+                pose_key("a", prepare_sparse_input(bent, rh, th), "cpu"),
+                pose_key("a", prepare_sparse_input(verts, rh + 0.1, th), "cpu"),
+                pose_key("a", prepare_sparse_input(verts, rh, th, voxel_size=0.01), "cpu"),
+                pose_key("a", sparse, "cpu", batchnorm="running")}) == 7
 
 
 def test_lru_evicts_by_memory_and_owner():
@@ -116,12 +138,12 @@ def test_mesh_shares_cached_volumes_and_matches_uncached(posed):
 
     def cached_mesh():
         return extract_mesh(network, sparse, 1, voxel_size=0.05,
-                            encode=lambda s: cached_volumes(cache, "a", network, s, (verts, rh, th)))
+                            encode=lambda s: cached_volumes(cache, "a", network, s))
 
     try:
         set_batchnorm_mode(network, "batch_stats")  # renders and meshes both use the frame's batch statistics
         plain = extract_mesh(network, sparse, 1, voxel_size=0.05)
-        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
+        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a"))
         assert (cache.misses, cache.hits) == (1, 0)
         shared = cached_mesh()
         assert (cache.misses, cache.hits) == (1, 1)
@@ -130,7 +152,7 @@ def test_mesh_shares_cached_volumes_and_matches_uncached(posed):
             assert np.array_equal(getattr(plain, name), getattr(shared, name)), name
 
         set_batchnorm_mode(network, "running")  # a render in another mode: other volumes, another entry
-        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a", pose=(verts, rh, th)))
+        _render(network, verts, rh, th, camera(16, 12), CachedRenderer(cache=cache, owner="a"))
         assert (cache.misses, len(cache)) == (2, 2)
         again = cached_mesh()  # meshes switch to batch statistics: the first entry again
         assert (cache.misses, cache.hits) == (2, 2)

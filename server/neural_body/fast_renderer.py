@@ -1,0 +1,223 @@
+"""The fast path of the renderer: the reference's rays, sample depths and quadrature, evaluated only where the body is.
+
+``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=8, stop_transmittance=1e-4, min_weight=1e-5,
+chunk_points=65536, precision="fp32")`` implements ``volume_renderer.ImageRenderer``:
+
+1. the same rays and the same 64 sample depths as ``ReferenceRenderer`` (so ``raw2outputs``' quadrature applies
+   unchanged, including the 1e10 interval of the last sample);
+2. samples outside the pose's ``Occupancy`` count as empty (density 0) and never reach the network; rays with no
+   occupied sample are empty without any work;
+3. the rays are marched in segments of ``segment`` samples: the occupied samples of every ray still visible
+   (transmittance > ``stop_transmittance``) are compacted into large batches for the density network; a ray stops
+   once its transmittance falls below the threshold (what it would still add is bounded by it);
+4. the colour head runs only for samples whose weight exceeds ``min_weight``.
+
+Skipping a sample is exactly the reference with zero density there, so the only differences are the density the
+network puts outside the occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
+
+``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower).
+``volumes(network, sparse_input)`` and ``occupancy(network, sparse_input)`` are the hooks a cache overrides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
+from server.neural_body.network import NeuralBodyNetwork, features_at, smpl_grid_coords
+from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
+from server.neural_body.rays import get_rays, near_far
+from server.neural_body.sparse_input import SparseInput
+from server.neural_body.volume_renderer import FAR_DIST, N_SAMPLES, ImageRender, sample_depths
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+RAY_CHUNK = 32768  # rays whose samples are laid out at once (bounds the (R,S,3) point arrays)
+
+
+@dataclass
+class FastRenderer:
+    """Occupancy-culled, early-terminating renderer that agrees with ``ReferenceRenderer`` (see the module doc)."""
+
+    margin: float = DEFAULT_MARGIN
+    n_samples: int = N_SAMPLES
+    segment: int = 8
+    stop_transmittance: float = 1e-4
+    min_weight: float = 1e-5
+    chunk_points: int = 65536
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        self.last_stats: dict[str, int] = {}
+        self._fused_key: tuple[int, int] | None = None
+        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ hooks (a cache overrides these)
+
+    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
+        return network.encode_sparse_voxels(sparse_input)
+
+    def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
+        return body_occupancy(sparse_input, self.margin)
+
+    # ------------------------------------------------------------------ image
+
+    def render(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int,
+               K: np.ndarray, R: np.ndarray, T: np.ndarray, width: int, height: int) -> ImageRender:
+        device = network.c.weight.device
+        sparse_input = sparse_input.to(device)
+        ray_o, ray_d = get_rays(height, width, K, R, T, device=device)
+        near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
+        names = ("rgb", "acc", "depth", "opacity", "inner_rgb", "inner_depth")
+        image = {n: torch.zeros((height, width, 3) if "rgb" in n else (height, width), device=device) for n in names}
+        self.last_stats = {"box_rays": int(mask.sum()), "occupied_rays": 0, "density_points": 0, "color_points": 0}
+        self._fused_key = None  # weights may have changed since the last image
+        if bool(mask.any()):
+            occupancy = self.occupancy(network, sparse_input).to(device)
+            volumes = None
+            rows = torch.nonzero(mask.reshape(-1))[:, 0]
+            o, d, n, f = ray_o.reshape(-1, 3)[rows], ray_d.reshape(-1, 3)[rows], near.reshape(-1)[rows], far.reshape(-1)[rows]
+            for start in range(0, rows.numel(), RAY_CHUNK):
+                sl = slice(start, start + RAY_CHUNK)
+                z = sample_depths(n[sl], f[sl], self.n_samples)
+                pts = o[sl, None] + d[sl, None] * z[..., None]  # (R,S,3) world
+                pts_smpl = sparse_input.world_to_smpl(pts)
+                occupied = occupancy.contains(pts_smpl)  # (R,S)
+                hit = occupied.any(dim=1)
+                if not bool(hit.any()):
+                    continue
+                if volumes is None:
+                    volumes = self.volumes(network, sparse_input)
+                out = self._march(network, volumes, sparse_input, latent_index, pts[hit], pts_smpl[hit], d[sl][hit],
+                                  z[hit], occupied[hit])
+                target = rows[sl][hit]
+                for name in names:
+                    image[name].view(height * width, -1)[target] = out[name].reshape(target.numel(), -1)
+        opacity = image["opacity"]
+        seen = opacity.clamp_min(1e-6)
+        straight = torch.where(opacity[..., None] > 1e-6, image["inner_rgb"] / seen[..., None], 0.0)
+        surface = torch.where(opacity > 1e-6, image["inner_depth"] / seen, 0.0)
+
+        def np32(t: torch.Tensor) -> np.ndarray:
+            return t.float().cpu().numpy()
+
+        return ImageRender(rgb=np32(image["rgb"]), alpha=np32(image["acc"]), depth=np32(image["depth"]),
+                           mask_at_box=mask.cpu().numpy(), opacity=np32(opacity), straight_rgb=np32(straight),
+                           surface_depth=np32(surface))
+
+    # ------------------------------------------------------------------ rays
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def _march(self, network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+               latent_index: int, pts: torch.Tensor, pts_smpl: torch.Tensor, ray_d: torch.Tensor, z: torch.Tensor,
+               occupied: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Composite R rays whose samples ``pts`` (R,S,3) world / ``pts_smpl`` (R,S,3) are occupied where
+        ``occupied`` (R,S); returns the per-ray sums of ``raw2outputs`` (full and without the last sample)."""
+        num_rays, num_samples = z.shape
+        dev = z.device
+        dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], FAR_DIST)], dim=1)
+        dists = dists * torch.linalg.norm(ray_d, dim=-1)[:, None]
+        viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
+        transmittance = torch.ones(num_rays, device=dev)
+        rgb = torch.zeros((num_rays, 3), device=dev)
+        acc = torch.zeros(num_rays, device=dev)
+        depth = torch.zeros(num_rays, device=dev)
+        last = num_samples - 1
+        last_w = torch.zeros(num_rays, device=dev)
+        last_rgb = torch.zeros((num_rays, 3), device=dev)
+        stats = self.last_stats
+        stats["occupied_rays"] += num_rays
+        for s0 in range(0, num_samples, self.segment):
+            s1 = min(num_samples, s0 + self.segment)
+            alive = transmittance > self.stop_transmittance
+            if not bool(alive.any()):
+                break
+            sel = occupied[:, s0:s1] & alive[:, None]
+            ray_idx, sample_idx = torch.nonzero(sel, as_tuple=True)
+            sample_idx = sample_idx + s0
+            alpha_seg = torch.zeros((num_rays, s1 - s0), device=dev)
+            if ray_idx.numel():
+                sigma, trunk = self._density(network, volumes, sparse_input, pts_smpl[ray_idx, sample_idx])
+                alpha_seg[ray_idx, sample_idx - s0] = 1.0 - torch.exp(-F.relu(sigma) * dists[ray_idx, sample_idx])
+            factor = 1.0 - alpha_seg + 1e-10
+            before = torch.cumprod(torch.cat([torch.ones_like(factor[:, :1]), factor[:, :-1]], dim=1), dim=1)
+            seg_trans = transmittance[:, None] * before  # (R,seg) transmittance in front of each sample
+            transmittance = transmittance * torch.prod(factor, dim=1)
+            if not ray_idx.numel():
+                continue
+            w = alpha_seg[ray_idx, sample_idx - s0] * seg_trans[ray_idx, sample_idx - s0]
+            stats["density_points"] += int(ray_idx.numel())
+            keep = w > self.min_weight
+            if not bool(keep.any()):
+                continue
+            r_k, s_k, w_k = ray_idx[keep], sample_idx[keep], w[keep]
+            colour = self._colour(network, trunk[keep], pts[r_k, s_k], viewdir[r_k], latent_index)
+            stats["color_points"] += int(r_k.numel())
+            rgb.index_add_(0, r_k, w_k[:, None] * colour)
+            acc.index_add_(0, r_k, w_k)
+            depth.index_add_(0, r_k, w_k * z[r_k, s_k])
+            is_last = s_k == last
+            if bool(is_last.any()):
+                last_w[r_k[is_last]] = w_k[is_last]
+                last_rgb[r_k[is_last]] = colour[is_last]
+        inner_acc = acc - last_w
+        return {"rgb": rgb, "acc": acc, "depth": depth, "opacity": inner_acc,
+                "inner_rgb": rgb - last_w[:, None] * last_rgb, "inner_depth": depth - last_w * z[:, last]}
+
+    def _density(self, network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+                 pts_smpl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3) SMPL-frame points → raw density (N,) and trunk outputs (N,256), in chunks of ``chunk_points``."""
+        sigmas, trunks = [], []
+        with self._autocast(pts_smpl.device):
+            for i in range(0, pts_smpl.shape[0], self.chunk_points):
+                feats = features_at(smpl_grid_coords(pts_smpl[i:i + self.chunk_points], sparse_input), volumes)
+                net = network.trunk(feats)
+                sigmas.append(network.density_head(net)[:, 0].float())
+                trunks.append(net)
+        return torch.cat(sigmas), torch.cat(trunks)
+
+    def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
+                latent_index: int) -> torch.Tensor:
+        """sigmoid(colour head) for (N,256) trunk outputs at world points (N,3) seen along viewdir (N,3).
+
+        feature_fc and latent_fc have no activation between them, and the appearance code is the same for every
+        sample of an image, so they fold into one 256→256 affine map (the same function, half the arithmetic)."""
+        key = (id(network), int(latent_index))
+        if self._fused_key != key:
+            self._fused = fused_feature_latent(network, latent_index)
+            self._fused_key = key
+        weight, bias = self._fused
+        parts = []
+        with self._autocast(trunk.device):
+            for i in range(0, trunk.shape[0], self.chunk_points):
+                sl = slice(i, i + self.chunk_points)
+                features = F.linear(trunk[sl], weight, bias)
+                view = positional_encoding(viewdir[sl], VIEW_FREQS)
+                xyz = positional_encoding(wpts[sl], XYZ_FREQS)
+                net = F.relu(F.linear(torch.cat([features, view, xyz], dim=1), network.view_fc.weight[..., 0],
+                                      network.view_fc.bias))
+                rgb = F.linear(net, network.rgb_fc.weight[..., 0], network.rgb_fc.bias)
+                parts.append(torch.sigmoid(rgb.float()))
+        return torch.cat(parts) if parts else trunk.new_zeros((0, 3))
+
+
+def fused_feature_latent(network: NeuralBodyNetwork, latent_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) with ``W·net + b == latent_fc(cat[feature_fc(net), latent])`` for appearance code ``latent_index``."""
+    w_feature, b_feature = network.feature_fc.weight[..., 0], network.feature_fc.bias  # (256,256), (256,)
+    w_latent, b_latent = network.latent_fc.weight[..., 0], network.latent_fc.bias  # (256,384), (256,)
+    width = w_feature.shape[0]
+    code = network.latent.weight[int(latent_index)]  # (128,)
+    weight = w_latent[:, :width] @ w_feature
+    bias = w_latent[:, :width] @ b_feature + w_latent[:, width:] @ code + b_latent
+    return weight, bias

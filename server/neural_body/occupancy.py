@@ -1,0 +1,107 @@
+"""Occupancy of a posed body: the cells of a grid in the body's SMPL frame that lie within a margin of the body.
+
+The fast renderer, the coarse-to-fine mesher and the occupancy training sampler treat every point outside it as
+empty space (density 0), which is what lets them skip most of the network evaluations of the reference path.
+
+- ``body_occupancy(sparse_input, margin=DEFAULT_MARGIN, cell_size=None) -> Occupancy``: from the voxelised body
+  (the voxels its vertices fall in, as the sparse-conv input holds them): every cell whose points may lie within
+  ``margin`` metres of a vertex, plus the body's interior (holes of that shell filled), so that a see-through actor
+  keeps its inner density.
+- ``Occupancy.contains(pts_smpl (...,3)) -> bool (...)``: nearest-cell lookup; points outside the grid are empty.
+
+The margin must cover where a trained network puts density around the body (loose clothes, hair, its own blur):
+``DEFAULT_MARGIN`` was chosen by measuring the agreement of the fast path with the reference (see
+``docs/fast_path.md``). Cells are in (d,h,w) = SMPL-frame (z,y,x) order, like the feature volumes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from server.neural_body.sparse_input import SparseInput
+
+DEFAULT_MARGIN = 0.03  # metres around the body's vertices counted as possibly non-empty (measured: docs/fast_path.md)
+MIN_CELL = 0.005
+MAX_CELL = 0.02
+
+
+@dataclass(frozen=True, eq=False)
+class Occupancy:
+    """Boolean cells over a box of the SMPL frame; ``grid[d, h, w]`` covers
+    ``origin + (w, h, d)·cell_size + [0, cell_size)³`` (xyz)."""
+
+    grid: torch.Tensor  # (D,H,W) bool
+    origin: torch.Tensor  # (3,) float32, xyz of the grid's lower corner (SMPL frame, metres)
+    cell_size: float
+    margin: float
+    anchor: torch.Tensor  # (3,) float32, the SMPL-frame box minimum of the voxelised body it was built from
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.grid.numel())
+
+    @property
+    def fraction(self) -> float:
+        """Share of the grid's cells that are occupied."""
+        return float(self.grid.float().mean())
+
+    def to(self, device: torch.device | str) -> Occupancy:
+        return replace(self, grid=self.grid.to(device), origin=self.origin.to(device), anchor=self.anchor.to(device))
+
+    def anchored_at(self, sparse_input: SparseInput) -> Occupancy:
+        """This occupancy placed at ``sparse_input``'s SMPL-frame box (the cells are defined relative to the voxel
+        grid, so a body with the same voxels but a shifted box, e.g. one that only moved, shares them)."""
+        lo = sparse_input.bounds[0].to(self.anchor.device)
+        if torch.equal(lo, self.anchor):
+            return self
+        return replace(self, origin=self.origin + (lo - self.anchor), anchor=lo)
+
+    def contains(self, pts_smpl: torch.Tensor) -> torch.Tensor:
+        """(...,3) SMPL-frame points → (...) bool: inside an occupied cell."""
+        cell = torch.floor((pts_smpl - self.origin) / self.cell_size).to(torch.long)  # (...,3) xyz
+        size = torch.tensor(self.grid.shape[::-1], device=cell.device)  # (W,H,D) as xyz
+        inside = ((cell >= 0) & (cell < size)).all(dim=-1)
+        cell = torch.where(inside[..., None], cell, torch.zeros_like(cell))
+        return inside & self.grid[cell[..., 2], cell[..., 1], cell[..., 0]]
+
+
+def default_cell_size(margin: float) -> float:
+    """Half the margin, within [5 mm, 2 cm]: fine enough not to waste much of the margin, coarse enough to be cheap."""
+    return float(min(MAX_CELL, max(MIN_CELL, margin / 2.0)))
+
+
+def body_occupancy(sparse_input: SparseInput, margin: float = DEFAULT_MARGIN,
+                   cell_size: float | None = None) -> Occupancy:
+    """Cells within ``margin`` of the voxelised body (and its interior), in the SMPL frame of ``sparse_input``."""
+    if not margin >= 0.0 or not math.isfinite(margin):
+        raise ValueError(f"the occupancy margin must be a finite number of metres >= 0; got {margin}")
+    cell = default_cell_size(margin) if cell_size is None else float(cell_size)
+    if not cell > 0.0:
+        raise ValueError(f"the occupancy cell size must be > 0; got {cell}")
+    coords = sparse_input.coords.detach().cpu().numpy().astype(np.float64)  # (V,3) d,h,w voxel indices
+    lo = sparse_input.bounds[0].detach().cpu().numpy().astype(np.float64)
+    # Vertex positions as the voxelisation saw them (within half a voxel of the true ones).
+    points = lo + coords[:, ::-1] * sparse_input.voxel_size  # (V,3) xyz
+    slack = margin + 0.5 * sparse_input.voxel_size * math.sqrt(3.0)
+    # A cell is kept when any point of it may lie within `slack` of a vertex: the distance between cell centres
+    # then is at most slack + one cell diagonal (the vertex and the query point each sit anywhere in their cells).
+    reach = slack + cell * math.sqrt(3.0)
+    pad = int(math.ceil(reach / cell)) + 1
+    origin = points.min(axis=0) - pad * cell
+    shape_xyz = np.ceil((points.max(axis=0) - origin) / cell).astype(int) + pad + 1
+    idx = np.floor((points - origin) / cell).astype(int)
+    seeds = np.zeros(shape_xyz[::-1], dtype=bool)  # (D,H,W)
+    seeds[idx[:, 2], idx[:, 1], idx[:, 0]] = True
+    distance = ndimage.distance_transform_edt(~seeds) * cell  # centre-to-centre, metres
+    shell = distance <= reach
+    grid = ndimage.binary_fill_holes(shell)
+    device = sparse_input.device
+    return Occupancy(grid=torch.from_numpy(grid).to(device),
+                     origin=torch.tensor(origin, dtype=torch.float32, device=device), cell_size=cell,
+                     margin=float(margin), anchor=sparse_input.bounds[0].detach().to(device=device,
+                                                                                      dtype=torch.float32))
