@@ -16,7 +16,9 @@ Skipping a sample is exactly the reference with zero density there, so the only 
 network puts outside the occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
 
 ``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower).
-``volumes(network, sparse_input)`` and ``occupancy(network, sparse_input)`` are the hooks a cache overrides.
+The pose's features come as ``FeatureTables`` (the sparse-conv levels' active sites and an index grid, instead of
+the reference's dense volumes: the same trilinear values, without densifying ~150 MB per pose).
+``features(network, sparse_input)`` and ``occupancy(network, sparse_input)`` are the hooks a cache overrides.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
-from server.neural_body.network import NeuralBodyNetwork, features_at, smpl_grid_coords
+from server.neural_body.feature_tables import FeatureTables
+from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
 from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
@@ -60,8 +63,8 @@ class FastRenderer:
 
     # ------------------------------------------------------------------ hooks (a cache overrides these)
 
-    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
-        return network.encode_sparse_voxels(sparse_input)
+    def features(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> FeatureTables:
+        return FeatureTables.from_levels(network.encode_sparse_levels(sparse_input))
 
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return body_occupancy(sparse_input, self.margin)
@@ -82,7 +85,8 @@ class FastRenderer:
             occupancy = self.occupancy(network, sparse_input).to(device)
             volumes = None
             rows = torch.nonzero(mask.reshape(-1))[:, 0]
-            o, d, n, f = ray_o.reshape(-1, 3)[rows], ray_d.reshape(-1, 3)[rows], near.reshape(-1)[rows], far.reshape(-1)[rows]
+            o, d = ray_o.reshape(-1, 3)[rows], ray_d.reshape(-1, 3)[rows]
+            n, f = near.reshape(-1)[rows], far.reshape(-1)[rows]
             for start in range(0, rows.numel(), RAY_CHUNK):
                 sl = slice(start, start + RAY_CHUNK)
                 z = sample_depths(n[sl], f[sl], self.n_samples)
@@ -93,7 +97,7 @@ class FastRenderer:
                 if not bool(hit.any()):
                     continue
                 if volumes is None:
-                    volumes = self.volumes(network, sparse_input)
+                    volumes = self.features(network, sparse_input)
                 out = self._march(network, volumes, sparse_input, latent_index, pts[hit], pts_smpl[hit], d[sl][hit],
                                   z[hit], occupied[hit])
                 target = rows[sl][hit]
@@ -119,7 +123,7 @@ class FastRenderer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype)
 
-    def _march(self, network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+    def _march(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
                latent_index: int, pts: torch.Tensor, pts_smpl: torch.Tensor, ray_d: torch.Tensor, z: torch.Tensor,
                occupied: torch.Tensor) -> dict[str, torch.Tensor]:
         """Composite R rays whose samples ``pts`` (R,S,3) world / ``pts_smpl`` (R,S,3) are occupied where
@@ -175,13 +179,13 @@ class FastRenderer:
         return {"rgb": rgb, "acc": acc, "depth": depth, "opacity": inner_acc,
                 "inner_rgb": rgb - last_w[:, None] * last_rgb, "inner_depth": depth - last_w * z[:, last]}
 
-    def _density(self, network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
+    def _density(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
                  pts_smpl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,3) SMPL-frame points → raw density (N,) and trunk outputs (N,256), in chunks of ``chunk_points``."""
         sigmas, trunks = [], []
         with self._autocast(pts_smpl.device):
             for i in range(0, pts_smpl.shape[0], self.chunk_points):
-                feats = features_at(smpl_grid_coords(pts_smpl[i:i + self.chunk_points], sparse_input), volumes)
+                feats = volumes.features_at(smpl_grid_coords(pts_smpl[i:i + self.chunk_points], sparse_input))
                 net = network.trunk(feats)
                 sigmas.append(network.density_head(net)[:, 0].float())
                 trunks.append(net)

@@ -5,16 +5,16 @@ and a pose that only moves (Th) voxelises to the same SMPL-frame voxels and reus
 - ``pose_key(owner, sparse_input, device, *, batchnorm) -> str``: a SHA-256 over what the volumes depend on: the
   voxel indices and grid size of the voxelised body, the voxel size, the owner (actor id), the device and the
   network's eval-time BatchNorm mode.
-- ``FeatureCache(budget_bytes)``: LRU of ``key -> PoseFeatures`` bounded by their total tensor bytes;
-  ``get_or_encode(key, owner, encode) -> volumes``, ``occupancy(key, margin, build) -> Occupancy`` (kept beside the
-  volumes of an entry), ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``.
-  One entry larger than the whole budget is computed and returned but not kept.
-- ``cached_volumes(cache, owner, network, sparse_input) -> volumes``: the pose's volumes from the cache (encoded on a
-  miss, keyed with the network's current BatchNorm mode); renders and meshes of one pose share them.
-- ``cached_occupancy(cache, owner, network, sparse_input, margin) -> Occupancy``.
+- ``FeatureCache(budget_bytes)``: LRU of ``key -> value`` bounded by the values' total bytes; ``get(key, owner,
+  build)``, ``evict_owner(owner)``, ``clear()``, ``hits``/``misses``/``bytes_used``. One value larger than the
+  whole budget is computed and returned but not kept.
+- ``cached_volumes(cache, owner, network, sparse_input) -> volumes``: the pose's dense volumes (reference path)
+  from the cache (encoded on a miss, keyed with the network's current BatchNorm mode); renders and meshes of one
+  pose share them. ``cached_tables`` is the same for the fast path's ``FeatureTables``, ``cached_occupancy`` for the
+  pose's ``Occupancy``.
 - ``CachedRenderer(cache=..., owner=...)``: a ``ReferenceRenderer`` that takes the volumes from the cache; pixels
   are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order). ``CachedFastRenderer`` is the same for the
-  ``FastRenderer`` (volumes and occupancy from the cache).
+  ``FastRenderer`` (feature tables and occupancy from the cache).
 """
 
 from __future__ import annotations
@@ -23,27 +23,23 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from server.neural_body.batchnorm_mode import batchnorm_mode
 from server.neural_body.fast_renderer import FastRenderer
+from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import Occupancy, body_occupancy
 from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import ReferenceRenderer
 
+T = TypeVar("T")
+
 Volumes = list[torch.Tensor]
-
-
-@dataclass
-class PoseFeatures:
-    """One cache entry: the feature volumes of a voxelised body and the occupancies built for it (by margin)."""
-
-    volumes: Volumes
-    occupancies: dict[float, Occupancy] = field(default_factory=dict)
 
 
 def pose_key(owner: str, sparse_input: SparseInput, device: str | torch.device, *,
@@ -62,14 +58,20 @@ def volumes_nbytes(volumes: Volumes) -> int:
     return sum(int(v.element_size() * v.nelement()) for v in volumes)
 
 
+def nbytes_of(value: Any) -> int:
+    """Bytes held by a cached value: a list of tensors (volumes) or an object with ``nbytes``."""
+    return volumes_nbytes(value) if isinstance(value, list) else int(value.nbytes)
+
+
 class FeatureCache:
-    """LRU of feature volumes bounded by ``budget_bytes`` (0 disables keeping anything)."""
+    """LRU of per-pose values (feature volumes, feature tables, occupancies) bounded by ``budget_bytes`` (0 disables
+    keeping anything). ``hits``/``misses`` count the feature encodes (the expensive part), not the occupancies."""
 
     def __init__(self, budget_bytes: int):
         if budget_bytes < 0:
             raise ValueError(f"the cache budget must be >= 0 bytes; got {budget_bytes}")
         self.budget_bytes = int(budget_bytes)
-        self._entries: OrderedDict[str, tuple[str, PoseFeatures, int]] = OrderedDict()  # key -> (owner, entry, bytes)
+        self._entries: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()  # key -> (owner, value, bytes)
         self._lock = threading.Lock()
         self.bytes_used = 0
         self.hits = 0
@@ -81,42 +83,28 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
-    def get_or_encode(self, key: str, owner: str, encode: Callable[[], Volumes]) -> Volumes:
+    def get(self, key: str, owner: str, build: Callable[[], T], *, counted: bool = True) -> T:
+        """The value kept under ``key``, or ``build()`` kept for next time (when it fits the budget)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[1].volumes
-            self.misses += 1
-        volumes = encode()  # outside the lock: encoding is the slow part
-        size = volumes_nbytes(volumes)
+                self.hits += counted
+                return entry[1]
+            self.misses += counted
+        value = build()  # outside the lock: encoding is the slow part
+        size = nbytes_of(value)
         with self._lock:
             if size <= self.budget_bytes and key not in self._entries:
-                self._entries[key] = (owner, PoseFeatures(volumes), size)
+                self._entries[key] = (owner, value, size)
                 self.bytes_used += size
                 while self.bytes_used > self.budget_bytes:
                     _, (_, _, dropped) = self._entries.popitem(last=False)
                     self.bytes_used -= dropped
-        return volumes
+        return value
 
-    def occupancy(self, key: str, margin: float, build: Callable[[], Occupancy]) -> Occupancy:
-        """The occupancy with ``margin`` of the entry ``key``, built on first use and kept with the entry (an
-        entry that is not cached builds it every time)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            hit = entry[1].occupancies.get(margin) if entry is not None else None
-        if hit is not None:
-            return hit
-        occupancy = build()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and margin not in entry[1].occupancies:
-                owner, features, size = entry
-                features.occupancies[margin] = occupancy
-                self._entries[key] = (owner, features, size + occupancy.nbytes)
-                self.bytes_used += occupancy.nbytes
-        return occupancy
+    def get_or_encode(self, key: str, owner: str, encode: Callable[[], Volumes]) -> Volumes:
+        return self.get(key, owner, encode)
 
     def evict_owner(self, owner: str) -> int:
         """Drop every entry of ``owner`` (an unloaded actor); returns how many were dropped."""
@@ -132,19 +120,31 @@ class FeatureCache:
             self.bytes_used = 0
 
 
+def _key(owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput, kind: str) -> str:
+    return pose_key(owner, sparse_input, network.c.weight.device, batchnorm=batchnorm_mode(network)) + ":" + kind
+
+
 def cached_volumes(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Volumes:
-    """The feature volumes of ``sparse_input`` from ``cache``, encoded on a miss. Call it in the BatchNorm mode the
-    volumes are used in: the mode is part of the key (meshes always use batch statistics; renders the actor's mode)."""
-    key = pose_key(owner, sparse_input, network.c.weight.device, batchnorm=batchnorm_mode(network))
-    return cache.get_or_encode(key, owner, lambda: network.encode_sparse_voxels(sparse_input))
+    """The dense feature volumes of ``sparse_input`` from ``cache``, encoded on a miss. Call it in the BatchNorm mode
+    the volumes are used in: the mode is part of the key (meshes always use batch statistics; renders the actor's
+    mode)."""
+    return cache.get(_key(owner, network, sparse_input, "volumes"), owner,
+                     lambda: network.encode_sparse_voxels(sparse_input))
+
+
+def cached_tables(cache: FeatureCache, owner: str, network: NeuralBodyNetwork,
+                  sparse_input: SparseInput) -> FeatureTables:
+    """The fast path's feature tables of ``sparse_input`` from ``cache`` (same key rules as the volumes)."""
+    return cache.get(_key(owner, network, sparse_input, "tables"), owner,
+                     lambda: FeatureTables.from_levels(network.encode_sparse_levels(sparse_input)))
 
 
 def cached_occupancy(cache: FeatureCache, owner: str, network: NeuralBodyNetwork, sparse_input: SparseInput,
                      margin: float) -> Occupancy:
-    """The body's occupancy of ``sparse_input`` with ``margin``, kept beside its volumes (placed at this input's
+    """The body's occupancy of ``sparse_input`` with ``margin``, kept beside its features (placed at this input's
     SMPL-frame box: a body that only moved shares the cells of the one cached)."""
-    key = pose_key(owner, sparse_input, network.c.weight.device, batchnorm=batchnorm_mode(network))
-    occupancy = cache.occupancy(key, margin, lambda: body_occupancy(sparse_input, margin))
+    occupancy = cache.get(_key(owner, network, sparse_input, f"occupancy:{margin!r}"), owner,
+                          lambda: body_occupancy(sparse_input, margin), counted=False)
     return occupancy.anchored_at(sparse_input)
 
 
@@ -161,13 +161,13 @@ class CachedRenderer(ReferenceRenderer):
 
 @dataclass(kw_only=True)
 class CachedFastRenderer(FastRenderer):
-    """``FastRenderer`` with the feature volumes and the occupancy from ``cache`` for ``owner``."""
+    """``FastRenderer`` with the feature tables and the occupancy from ``cache`` for ``owner``."""
 
     cache: FeatureCache
     owner: str
 
-    def volumes(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> list[torch.Tensor]:
-        return cached_volumes(self.cache, self.owner, network, sparse_input)
+    def features(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> FeatureTables:
+        return cached_tables(self.cache, self.owner, network, sparse_input)
 
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return cached_occupancy(self.cache, self.owner, network, sparse_input, self.margin)

@@ -83,13 +83,19 @@ class NeuralBodyNetwork(nn.Module):
 
     def encode_sparse_voxels(self, sparse_input: SparseInput) -> list[torch.Tensor]:
         """Run the SparseConvNet on the posed body → [net1, net2, net3, net4], each (1, C, d, h, w)."""
+        return self.xyzc_net(self._code_tensor(sparse_input))
+
+    def encode_sparse_levels(self, sparse_input: SparseInput) -> list[spconv.SparseConvTensor]:
+        """The same four levels as sparse tensors (only their active sites; the dense volumes are zero elsewhere)."""
+        return self.xyzc_net.sparse_levels(self._code_tensor(sparse_input))
+
+    def _code_tensor(self, sparse_input: SparseInput) -> spconv.SparseConvTensor:
         if sparse_input.num_vertices != self.num_vertices:
             raise ValueError(f"the body has {sparse_input.num_vertices} vertices but the network holds codes for "
                              f"{self.num_vertices}; use the body model the actor was trained with")
         features = self.c.weight  # all V codes in vertex order (duplicate voxels included)
-        x = spconv.SparseConvTensor(features, sparse_input.indices().to(features.device),
-                                    list(sparse_input.out_sh), 1)
-        return self.xyzc_net(x)
+        return spconv.SparseConvTensor(features, sparse_input.indices().to(features.device),
+                                       list(sparse_input.out_sh), 1)
 
     # ------------------------------------------------------------------ point queries
 

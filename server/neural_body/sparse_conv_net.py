@@ -83,20 +83,20 @@ class SparseConvNet(nn.Module):
             conv.algo = algo
 
     def forward(self, x: spconv.SparseConvTensor) -> list[torch.Tensor]:
+        return [level.dense() for level in self.sparse_levels(x)]
+
+    def sparse_levels(self, x: spconv.SparseConvTensor) -> list[spconv.SparseConvTensor]:
+        """The four feature levels as sparse tensors (active sites only): what ``forward`` densifies."""
         algo = conv_algo_for(x.features.device)
         if any(conv.algo != algo for conv in self.sparse_convs()):
             self.set_algo(algo)
         net = self.conv0(x)
         net = self.down0(net)
-        net = self.conv1(net)
-        net1 = net.dense()
-        net = self.down1(net)
-        net = self.conv2(net)
-        net2 = net.dense()
-        net = self.down2(net)
-        net = self.conv3(net)
-        net3 = net.dense()
-        net = self.down3(net)
-        net = self.conv4(net)
-        net4 = net.dense()
+        net1 = self.conv1(net)
+        net = self.down1(net1)
+        net2 = self.conv2(net)
+        net = self.down2(net2)
+        net3 = self.conv3(net)
+        net = self.down3(net3)
+        net4 = self.conv4(net)
         return [net1, net2, net3, net4]
