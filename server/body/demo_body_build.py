@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from server.atomic_files import atomic_path
+from neural_human_addon.core.atomic_files import atomic_path
 from server.body import makehuman as mh
-from server.body.layout import SMPL_JOINT_NAMES, SMPL_PARENTS
+from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 
 DM_TO_M = 0.1
 PELVIS_TARGET_M = np.array([0.0, -0.23, 0.03])  # where SMPL's template has its pelvis joint, roughly
@@ -404,7 +404,7 @@ def default_source() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.body.layout import DEMO_BODY_PATH
+    from server.body.skeleton import DEMO_BODY_PATH
 
     parser.add_argument("--source", type=Path, default=default_source(), help="folder with the MakeHuman assets")
     parser.add_argument("--out", type=Path, default=DEMO_BODY_PATH, help="output .npz")

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.body.layout import DEMO_BODY_PATH, SMPL_JOINT_NAMES, SMPL_MIRROR_PAIRS, SMPL_PARENTS
 from server.body.model_file import ModelArrays, read_model_file
 from server.body.params import NUM_BETAS, to_easymocap
+from server.body.skeleton import DEMO_BODY_PATH, SMPL_JOINT_NAMES, SMPL_MIRROR_PAIRS, SMPL_PARENTS
 
 __all__ = [
     "DEMO_BODY_PATH",

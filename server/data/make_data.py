@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from neural_human_addon.camera import (
+from neural_human_addon.core.camera import (
     BlenderCameraSettings,
     CameraError,
     PinholeCamera,

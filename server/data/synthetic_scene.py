@@ -1,6 +1,6 @@
 """Blender (bpy, Cycles CPU) scene of the synthetic dataset: the textured demo body, a fixed light rig, cameras.
 
-Only this module (and the camera reader it uses, ``neural_human_addon.scene_camera``) touches bpy; import it
+Only this module (and the camera reader it uses, ``neural_human_addon.blender.scene_camera``) touches bpy; import it
 inside functions. The world is Blender's Z-up. Renders are read back as linear, premultiplied RGBA (OpenEXR), so
 compositing on the black background is the colour itself; :func:`encode_srgb` then gives the stored 8-bit values.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neural_human_addon.camera import BlenderCameraSettings, PinholeCamera
+from neural_human_addon.core.camera import BlenderCameraSettings, PinholeCamera
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _area_light(scene, name: str, location: tuple[float, float, float], target: 
     import bpy
     import mathutils
 
-    from neural_human_addon.camera import look_at_matrix_world
+    from neural_human_addon.core.camera import look_at_matrix_world
 
     light = bpy.data.lights.new(name, type="AREA")
     light.energy, light.size, light.color = power, size, colour
@@ -230,7 +230,7 @@ class SyntheticScene:
     def set_camera(self, settings: BlenderCameraSettings) -> PinholeCamera:
         """Point the scene camera + render settings at one view; returns the camera as Blender will render it,
         read back from the scene through the add-on's camera reader (the project's one conversion)."""
-        from neural_human_addon import scene_camera
+        from neural_human_addon.blender import scene_camera
 
         scene_camera.apply_camera_settings(self.camera, self.scene, settings)
         view_layer = self.scene.view_layers[0]

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from server import __version__
-from server.http.actor_registry import DEFAULT_MIN_FREE_GPU_MB, ActorRegistry
 from server.http.auth import token_matches
 from server.http.errors import ApiError, install_error_handlers, install_fallback_handler
-from server.http.frames import mesh_frame, npz_bytes, render_frame
-from server.http.inference import InferenceQueue
-from server.http.jobs import JobManager
 from server.http.schemas import JobRequest, MeshRequest, RenderRequest
+from server.inference.actor_registry import DEFAULT_MIN_FREE_GPU_MB, ActorRegistry
+from server.inference.frames import mesh_frame, npz_bytes, render_frame
+from server.inference.jobs import JobManager
+from server.inference.model_queue import InferenceQueue
 
 T = TypeVar("T")
 

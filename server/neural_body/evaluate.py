@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from server.atomic_files import atomic_path
+from neural_human_addon.core.atomic_files import atomic_path
 
 FRAME_INTERVAL = 30
 MESH_POINTS = 100_000

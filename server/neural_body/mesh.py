@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.atomic_files import write_bytes_atomic
+from neural_human_addon.core.atomic_files import write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.atomic_files import atomic_path
+from neural_human_addon.core.atomic_files import atomic_path
 
 if TYPE_CHECKING:
     import torch
