@@ -21,10 +21,12 @@ from typing import Any
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
 from ..core.actor_space import ActorSpaceError, camera_in_actor_space, check_up_axis, root_rigid_matrix
-from ..core.bone_maps import load_presets, missing_required, resolve_map
+from ..core.bone_maps import detect_bone_map, load_presets, missing_required, resolve_map
 from ..core.camera import CameraError
+from ..core.errors import UserError
 from ..core.retarget import (
     Y_TO_Z_UP,
     RetargetError,
@@ -37,6 +39,7 @@ from ..core.retarget import (
     smpl_skeleton,
 )
 from ..core.smpl_skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..core.wire import MotionError, motion_arrays
 from .retarget_bpy import build_smpl_armature, fresh_action, key_result, resolve_bone_map, smpl_posed_world
 from .scene_camera import scene_pinhole_camera
 
@@ -48,38 +51,47 @@ __all__ = [
     "bound_armature",
     "create_actor_root",
     "find_actor_roots",
+    "is_actor_root",
+    "remember_skeleton",
+    "root_body",
     "snapshot_bodies",
     "snapshot_cameras",
     "snapshot_frames",
 ]
 
+# Every custom-property key the add-on writes on objects, and the role values (the one definition).
 ROLE_KEY = "neural_human_role"
 ROOT_ROLE = "actor_root"
 RIG_ROLE = "actor_rig"
-ACTOR_KEY = "neural_human_actor"
+MESH_ROLE = "mesh"
+MESH_SEQUENCE_ROLE = "mesh_sequence"
+ACTOR_KEY = "neural_human_actor"  # actor id, on roots, rigs and meshes
 UP_KEY = "neural_human_up_axis"
-ARMATURE_KEY = "neural_human_armature"
-BONE_MAP_KEY = "neural_human_bone_map"
+REST_JOINTS_KEY = "neural_human_rest_joints"  # the actor's rest joints (72 floats), on the root
+SHAPES_KEY = "neural_human_shapes"  # the actor's shape coefficients (10 floats), on the root
+ARMATURE_KEY = "neural_human_armature"  # name of the bound rig, on the root
+BONE_MAP_KEY = "neural_human_bone_map"  # on the bound rig
 BONE_MAP_JOINTS_KEY = "neural_human_bone_map_joints"
+FRAME_KEY = "neural_human_frame"  # frame number, on the meshes of a mesh sequence
 CUSTOM_MAP = "custom"
 # The created rig stands with its lowest joint (SMPL's toe joints) this far above the root's origin, about where
 # those joints sit above the soles, so the body's feet rest on the root's XY plane.
 SOLE_CLEARANCE = 0.02
 
 
-class ActorSceneError(ValueError):
+class ActorSceneError(UserError, ValueError):
     """An actor root, rig or camera that cannot be used; the message names the object and the fix."""
 
 
 # --- roots and binding -------------------------------------------------------------------------------------------
 
 
-def _is_root(obj: Any) -> bool:
+def is_actor_root(obj: Any) -> bool:
     return obj is not None and obj.get(ROLE_KEY) == ROOT_ROLE
 
 
 def _require_root(root: Any) -> None:
-    if not _is_root(root):
+    if not is_actor_root(root):
         name = getattr(root, "name", root)
         raise ActorSceneError(f"{name!r} is not an actor root (an Empty with neural_human_role = 'actor_root'); "
                               "add the actor from the Neural Human panel and use its root")
@@ -102,7 +114,7 @@ def _root_matrix(root: Any) -> np.ndarray:
 def find_actor_roots(scene: Any = None) -> list[Any]:
     """The scene's actor roots (objects with neural_human_role = 'actor_root'), sorted by name."""
     scene = scene or bpy.context.scene
-    return sorted((o for o in scene.objects if _is_root(o)), key=lambda o: o.name)
+    return sorted((o for o in scene.objects if is_actor_root(o)), key=lambda o: o.name)
 
 
 def bound_armature(root: Any) -> Any | None:
@@ -150,8 +162,6 @@ def bind_armature(root: Any, armature: Any, bone_map: str | Mapping[str, str | N
         raise ActorSceneError(f"cannot bind {getattr(armature, 'name', armature)!r} to actor root '{root.name}': "
                               "it is not an armature; select an armature object")
     if bone_map is None:
-        from ..core.bone_maps import detect_bone_map
-
         resolved = resolve_bone_map(armature, None, "actor")  # RetargetError names missing required bones
         key = detect_bone_map([b.name for b in armature.data.bones]).preset.key
     elif isinstance(bone_map, str):
@@ -195,8 +205,6 @@ def create_actor_root(
     root; its rest pose is the actor's body standing upright in the root's frame (Z-up in Blender for both up axes),
     pelvis over the root's origin, lowest joint SOLE_CLEARANCE above the root's XY plane. `collection` (default:
     the scene's master collection) must be in the active view layer (the rig's bones are added in edit mode)."""
-    from mathutils import Matrix
-
     if not actor.get("id"):
         raise ActorSceneError(f"the actor description has no 'id' (got keys {sorted(actor)}); pass an entry of "
                               "GET /v1/actors")
@@ -340,33 +348,6 @@ def snapshot_cameras(root: Any, frames: Iterable[int], scene: Any = None, camera
 # --- re-animation ------------------------------------------------------------------------------------------------
 
 
-def _motion_arrays(motion: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(poses (N,72), Rh (N,3), Th (N,3), fps) from {"poses", "Rh", "Th", "fps"} or GET .../motion's
-    {"fps", "frames": [body, ...]}."""
-    if "frames" in motion:
-        bodies = list(motion["frames"])
-        if not bodies:
-            raise ActorSceneError("the actor motion has no frames")
-        motion = {k: [b[k] for b in bodies] for k in ("poses", "Rh", "Th")} | {"fps": motion.get("fps", 30.0)}
-    missing = [k for k in ("poses", "Rh", "Th") if k not in motion]
-    if missing:
-        raise ActorSceneError(f"the actor motion lacks {missing}; it needs poses (N, 72), Rh (N, 3), Th (N, 3)")
-    poses = np.asarray(motion["poses"], dtype=np.float64)
-    poses = poses.reshape(1, -1) if poses.ndim == 1 else poses
-    n = len(poses)
-    try:
-        rh = np.broadcast_to(np.asarray(motion["Rh"], dtype=np.float64).reshape(-1, 3), (n, 3))
-        th = np.broadcast_to(np.asarray(motion["Th"], dtype=np.float64).reshape(-1, 3), (n, 3))
-    except ValueError:
-        raise ActorSceneError(f"the actor motion's Rh and Th must be (N, 3) for its {n} poses") from None
-    if poses.shape[1:] != (72,) or n == 0:
-        raise ActorSceneError(f"the actor motion's poses must have shape (N, 72), got {poses.shape}")
-    fps = float(motion.get("fps") or 30.0)
-    if not all(np.all(np.isfinite(a)) for a in (poses, rh, th)) or not np.isfinite(fps) or fps <= 0:
-        raise ActorSceneError("the actor motion holds NaN or infinite numbers, or a non-positive fps")
-    return poses, np.array(rh), np.array(th), fps
-
-
 def apply_actor_motion(
     root: Any,
     motion: Mapping[str, Any],
@@ -383,7 +364,10 @@ def apply_actor_motion(
     arm = _require_bound(root)
     up = _root_up_axis(root, up_axis)
     rest_joints = _rest_joints(rest_joints)
-    poses, rh, th, fps = _motion_arrays(motion)
+    try:
+        poses, rh, th, fps = motion_arrays(motion)
+    except MotionError as err:
+        raise ActorSceneError(str(err)) from None
     tmap = armature_bone_map(arm)
     tgt, names = _relative_rest(root, arm)
     src = smpl_skeleton(rest_joints, origin=smpl_rest_origin(tgt, tmap, rest_joints), up_axis="Z")
@@ -397,3 +381,23 @@ def apply_actor_motion(
     report = quality_report(src, posed, smap, tgt, tmap, result, opts)
     report.update(scale=result.scale, frames=(frames[0], frames[-1]), target_map=tmap, fps=fps)
     return report
+
+
+# --- the actor's skeleton on its root -------------------------------------------------------------------------------
+
+
+def remember_skeleton(root: Any, actor: Mapping[str, Any], skeleton: Mapping[str, Any]) -> None:
+    """Store the actor id, up axis, rest joints and shapes (from GET .../skeleton) on an actor root."""
+    root[ACTOR_KEY] = str(actor["id"])
+    root[UP_KEY] = str(skeleton.get("up_axis") or actor.get("up_axis") or "z").lower()
+    root[REST_JOINTS_KEY] = np.asarray(skeleton["joints"], dtype=np.float64).reshape(72).tolist()
+    root[SHAPES_KEY] = np.asarray(skeleton["shapes"], dtype=np.float64).reshape(10).tolist()
+
+
+def root_body(root: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """(actor id, up axis, rest joints (24,3), shapes (10,)) stored on an actor root."""
+    joints, shapes = root.get(REST_JOINTS_KEY), root.get(SHAPES_KEY)
+    if joints is None or shapes is None:
+        raise ActorSceneError(f"'{root.name}' has no actor skeleton stored: add the actor to the scene again")
+    return (str(root[ACTOR_KEY]), str(root.get(UP_KEY, "z")),
+            np.asarray(list(joints), dtype=np.float64).reshape(24, 3), np.asarray(list(shapes), dtype=np.float64))

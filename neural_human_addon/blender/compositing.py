@@ -19,6 +19,7 @@ from typing import Any
 
 import bpy
 
+from ..core.errors import UserError
 from .frame_images import set_sequence_user
 
 __all__ = ["CompositingError", "remove_actor_compositing", "setup_actor_compositing"]
@@ -26,7 +27,7 @@ __all__ = ["CompositingError", "remove_actor_compositing", "setup_actor_composit
 _TAG = "neural_human_compositing"  # node custom property holding the setup name: how a rebuild finds its nodes
 
 
-class CompositingError(ValueError):
+class CompositingError(UserError, ValueError):
     """A compositor setup that cannot be built; the message says what is missing."""
 
 

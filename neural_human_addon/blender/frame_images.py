@@ -18,6 +18,8 @@ from typing import Any
 import bpy
 import numpy as np
 
+from ..core.errors import UserError
+
 __all__ = [
     "FAR_DEPTH",
     "FrameImageError",
@@ -39,7 +41,7 @@ _FRAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)(?P<ext>\.[A-Za-z0-9]+)$
 _FRAME_NPZ_RE = re.compile(r"^frame_(\d+)\.npz$")
 
 
-class FrameImageError(ValueError):
+class FrameImageError(UserError, ValueError):
     """A frame file or array that cannot be turned into images; the message names the file/array and the fix."""
 
 

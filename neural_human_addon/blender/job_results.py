@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core.actor_space import actor_to_root
 from . import compositing, frame_images, mesh_import
+from .actor_scene import FRAME_KEY
 
 
 def _frames_text(done: int, total: int) -> str:
@@ -104,7 +105,7 @@ class MeshResults:
             obj = mesh_import.mesh_object(
                 f"NH {self.actor_id} mesh {frame}", mesh["vertices"], mesh["faces"], mesh.get("colors"),
                 parent=self._parent(), matrix_parent=actor_to_root(self.up_axis), actor_id=self.actor_id)
-            obj["neural_human_frame"] = frame
+            obj[FRAME_KEY] = frame
             self.objects.append(obj.name)
 
     def finished(self, state: str, errors: dict[int, str], message: str | None) -> str:

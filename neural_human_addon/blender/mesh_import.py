@@ -14,6 +14,11 @@ from typing import Any
 
 import bpy
 import numpy as np
+from bpy_extras import anim_utils
+from mathutils import Matrix
+
+from ..core.errors import UserError
+from .actor_scene import ACTOR_KEY, FRAME_KEY, MESH_ROLE, MESH_SEQUENCE_ROLE, ROLE_KEY
 
 __all__ = [
     "COLOR_ATTRIBUTE",
@@ -29,7 +34,7 @@ COLOR_ATTRIBUTE = "Color"  # the one colour attribute name every imported mesh u
 MATERIAL_NAME = "Neural Human vertex colour"
 
 
-class MeshImportError(ValueError):
+class MeshImportError(UserError, ValueError):
     """Mesh arrays that cannot become a Blender mesh; the message names the array and what is wrong."""
 
 
@@ -134,8 +139,6 @@ def show_vertex_colors_in_viewports(screens: Sequence[Any] | None = None, scene:
 def _place(obj: Any, parent: Any | None, matrix_parent: Any | None) -> None:
     """Parent without an inverse correction: world = parent.matrix_world @ matrix_parent, so vertices given in
     actor-world coordinates land where the actor root puts the actor."""
-    from mathutils import Matrix
-
     obj.parent = parent
     obj.matrix_parent_inverse = Matrix.Identity(4)
     if matrix_parent is None:
@@ -164,9 +167,9 @@ def mesh_object(name: str, vertices: Any, faces: Any, colors: Any | None = None,
     obj = bpy.data.objects.new(name, mesh)
     _collection(collection).objects.link(obj)
     _place(obj, parent, matrix_parent)
-    obj["neural_human_role"] = "mesh"
+    obj[ROLE_KEY] = MESH_ROLE
     if actor_id is not None:
-        obj["neural_human_actor"] = actor_id
+        obj[ACTOR_KEY] = actor_id
     return obj
 
 
@@ -177,8 +180,6 @@ def _fcurves(id_data: Any) -> list[Any]:
         return []
     action = ad.action
     if getattr(action, "is_action_layered", False) or not hasattr(action, "fcurves"):
-        from bpy_extras import anim_utils
-
         bag = anim_utils.action_get_channelbag_for_slot(action, ad.action_slot)
         return list(bag.fcurves) if bag is not None else []
     return list(action.fcurves)
@@ -232,14 +233,14 @@ def mesh_sequence(name: str, meshes: Sequence[tuple[int, Mapping[str, Any]]], pa
     root.empty_display_type = "PLAIN_AXES"
     coll.objects.link(root)
     _place(root, parent, matrix_parent)
-    root["neural_human_role"] = "mesh_sequence"
+    root[ROLE_KEY] = MESH_SEQUENCE_ROLE
     if actor_id is not None:
-        root["neural_human_actor"] = actor_id
+        root[ACTOR_KEY] = actor_id
 
     for i, (frame, data) in enumerate(ordered):
         child = mesh_object(f"{name}_{frame:06d}", data["vertices"], data["faces"], data.get("colors"),
                             parent=root, collection=coll, actor_id=actor_id)
-        child["neural_human_frame"] = frame
+        child[FRAME_KEY] = frame
         # Keys at the neighbours' frames suffice: constant curves hold a value until the next key and keep the
         # first/last key's value outside the keyed range (which gives the 'nearest end stays visible' rule).
         keys = [(frame, True)]

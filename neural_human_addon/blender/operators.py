@@ -10,28 +10,21 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty
 
-from ..core.camera import CameraError
 from ..core.connection_state import STATE, describe_health
+from ..core.errors import UserError
 from ..core.job_runner import JobRunner
-from ..core.retarget import RetargetError
 from ..core.server_client import ServerError
 from . import actor_scene, job_session
-from .actor_scene import ActorSceneError
+from .actor_scene import ROLE_KEY, ROOT_ROLE, remember_skeleton, root_body
 from .job_results import MeshResults, RenderResults
 from .preferences import addon_preferences, make_client
 
-USER_ERRORS = (ServerError, ActorSceneError, CameraError, RetargetError, ValueError, OSError)
 SERVER_START_WAIT_S = 60.0
 
-
-class UserError(Exception):
-    """A message for the user (what is wrong and how to fix it)."""
 
 
 def _status(context: bpy.types.Context):
@@ -52,7 +45,7 @@ def actor_root(context: bpy.types.Context) -> bpy.types.Object:
         return settings.actor_root
     obj = context.active_object
     while obj is not None:
-        if obj.get("neural_human_role") == "actor_root":
+        if obj.get(ROLE_KEY) == ROOT_ROLE:
             return obj
         obj = obj.parent
     roots = actor_scene.find_actor_roots(context.scene)
@@ -61,15 +54,6 @@ def actor_root(context: bpy.types.Context) -> bpy.types.Object:
     if not roots:
         raise UserError("No actor in the scene: connect, pick an actor and press Add to Scene")
     raise UserError("Several actors in the scene: pick one as Actor Root in the Neural Human panel")
-
-
-def root_body(root: bpy.types.Object) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """(actor id, up axis, rest joints (24,3), shapes (10,)) stored on an actor root."""
-    joints, shapes = root.get("neural_human_rest_joints"), root.get("neural_human_shapes")
-    if joints is None or shapes is None:
-        raise UserError(f"'{root.name}' has no actor skeleton stored: add the actor to the scene again")
-    return (str(root["neural_human_actor"]), str(root.get("neural_human_up_axis", "z")),
-            np.asarray(list(joints), dtype=np.float64).reshape(24, 3), np.asarray(list(shapes), dtype=np.float64))
 
 
 def frame_range(context: bpy.types.Context) -> list[int]:
@@ -104,13 +88,6 @@ def output_folder(context: bpy.types.Context, kind: str, actor_id: str) -> Path:
     return folder
 
 
-def remember_skeleton(root: bpy.types.Object, actor: dict[str, Any], skeleton: dict[str, Any]) -> None:
-    root["neural_human_actor"] = str(actor["id"])
-    root["neural_human_up_axis"] = str(skeleton.get("up_axis") or actor.get("up_axis") or "z").lower()
-    root["neural_human_rest_joints"] = np.asarray(skeleton["joints"], dtype=np.float64).reshape(72).tolist()
-    root["neural_human_shapes"] = np.asarray(skeleton["shapes"], dtype=np.float64).reshape(10).tolist()
-
-
 def _connected(result: tuple[dict, list]) -> None:
     health, actors = result
     STATE.health = health
@@ -142,7 +119,7 @@ class NEURALHUMAN_OT_connect(bpy.types.Operator):
         st = _status(context)
         try:
             client = make_client(context)
-        except USER_ERRORS as err:
+        except UserError as err:
             st.connected, st.connection = False, str(err)
             return _fail(self, context, err)
         st.connection = f"Connecting to {client.url} ..."
@@ -206,7 +183,7 @@ class NEURALHUMAN_OT_add_actor(bpy.types.Operator):
             return _fail(self, context, UserError(f"Actor '{actor_id}' is not known: press Connect first"))
         try:
             client = make_client(context)
-        except USER_ERRORS as err:
+        except UserError as err:
             return _fail(self, context, err)
         scene_name = context.scene.name
         location = tuple(context.scene.cursor.location)
@@ -243,7 +220,7 @@ class NEURALHUMAN_OT_bind_armature(bpy.types.Operator):
         try:
             root = actor_root(context)
             actor_scene.bind_armature(root, context.active_object)
-        except (UserError, *USER_ERRORS) as err:
+        except UserError as err:
             return _fail(self, context, err)
         self.report({"INFO"}, f"'{context.active_object.name}' now drives '{root.name}'")
         return {"FINISHED"}
@@ -262,7 +239,7 @@ def _start_job(op, context, *, mesh: bool, single: bool) -> set[str]:
         client = make_client(context)
         kind = ("mesh" if single else "meshes") if mesh else ("frame" if single else "animation")
         out_dir = output_folder(context, kind, actor_id)
-    except (UserError, *USER_ERRORS) as err:
+    except UserError as err:
         return _fail(op, context, err)
     if mesh:
         title = f"{'Mesh' if single else 'Mesh sequence'} ({actor_id})"
@@ -345,7 +322,7 @@ class NEURALHUMAN_OT_reanimate(bpy.types.Operator):
             root = actor_root(context)
             actor_id, _up, rest_joints, _shapes = root_body(root)
             client = make_client(context)
-        except (UserError, *USER_ERRORS) as err:
+        except UserError as err:
             return _fail(self, context, err)
         root_name, scene_name = root.name, context.scene.name
         start, set_range = context.scene.frame_current, self.set_range
@@ -359,7 +336,7 @@ class NEURALHUMAN_OT_reanimate(bpy.types.Operator):
                 return
             try:
                 actor_scene.apply_actor_motion(root_obj, motion, rest_joints, frame_start=start)
-            except USER_ERRORS as err:
+            except UserError as err:
                 job_session.report_error(f"Apply Captured Motion: {err}")
                 return
             if set_range:
@@ -385,7 +362,7 @@ class NEURALHUMAN_OT_unload_actor(bpy.types.Operator):
         actor_id = context.scene.neural_human.actor
         try:
             client = make_client(context)
-        except USER_ERRORS as err:
+        except UserError as err:
             return _fail(self, context, err)
         job_session.start_call(job_session.BackgroundCall(
             "unload", lambda: client.unload(actor_id), lambda _r: None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import bpy
 
+from .actor_scene import ARMATURE_KEY
+
 CATEGORY = "Neural Human"
 
 
@@ -43,7 +45,7 @@ class NEURALHUMAN_PT_actor(_SidebarPanel, bpy.types.Panel):
         layout.prop(settings, "actor_root")
         root = settings.actor_root
         if root is not None:
-            armature = root.get("neural_human_armature")
+            armature = root.get(ARMATURE_KEY)
             layout.label(text=f"Driven by: {armature or 'nothing bound'}", icon="ARMATURE_DATA")
         layout.operator("neural_human.bind_armature", icon="CONSTRAINT_BONE")
         layout.operator("neural_human.reanimate", icon="ACTION")

@@ -18,6 +18,7 @@ from bpy.props import (
 )
 
 from ..core.connection_state import STATE
+from .actor_scene import is_actor_root
 
 
 def _actor_items(_self, _context):
@@ -26,7 +27,7 @@ def _actor_items(_self, _context):
 
 
 def _is_actor_root(_self, obj: bpy.types.Object) -> bool:
-    return obj.get("neural_human_role") == "actor_root"
+    return is_actor_root(obj)
 
 
 class NeuralHumanSceneSettings(bpy.types.PropertyGroup):

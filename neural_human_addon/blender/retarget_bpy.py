@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import bpy
 import numpy as np
 
 from ..core.bone_maps import detect_bone_map
@@ -52,8 +53,6 @@ def posed_world_matrices(obj, frames: Iterable[int], scene=None, names: Sequence
     """(F, N, 4, 4) posed world matrices obj.matrix_world @ pose_bone.matrix, evaluated with scene.frame_set.
 
     Restores the scene's current frame afterwards. `names` picks the bones (default: armature bone order)."""
-    import bpy
-
     _require_armature(obj, "rig")
     scene = scene or bpy.context.scene
     names = list(names) if names is not None else [b.name for b in obj.data.bones]
@@ -91,8 +90,6 @@ def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str 
 
 def fresh_action(obj, name: str) -> None:
     """Give obj an empty action (keys from a previous bake would otherwise mix in) and reset its pose to rest."""
-    import bpy
-
     if obj.animation_data is None:
         obj.animation_data_create()
     obj.animation_data.action = bpy.data.actions.new(name)
@@ -132,8 +129,6 @@ def bake_retarget(
     feet where the scaled source's feet are on the source's contact frames (see RootOptions).
     Returns the core's quality_report plus 'scale', 'frames', 'source_map', 'target_map' and
     'action' (the new action's name)."""
-    import bpy
-
     _require_armature(source_obj, "source")
     _require_armature(target_obj, "target")
     if source_obj == target_obj:
@@ -176,8 +171,6 @@ def armature_to_smpl_frames(
     scene=None,
 ) -> SmplParams:
     """SMPL parameters (poses, Rh, Th per frame; EasyMocap convention) that follow the armature over `frames`."""
-    import bpy
-
     _require_armature(obj, "source")
     scene = scene or bpy.context.scene
     smap = resolve_bone_map(obj, source_map, "source")
@@ -228,8 +221,6 @@ def apply_smpl_motion(
 
     The SMPL skeleton's rest pelvis sits at `origin` (default: where armature_to_smpl puts it for this rig, so
     rig -> SMPL -> rig returns the rig's own root motion). Returns the core's quality report plus 'scale'."""
-    import bpy
-
     _require_armature(target_obj, "target")
     rest_joints = np.asarray(rest_joints, dtype=np.float64)
     if rest_joints.shape != (24, 3):
@@ -265,8 +256,6 @@ def build_smpl_armature(
 ):
     """An armature object with one bone per SMPL joint: heads at rest_joints (Y-up canonical, turned Z-up),
     tails toward the primary child (leaves continue their parent's direction), pelvis at `origin` if given."""
-    import bpy
-
     rest_joints = np.asarray(rest_joints, dtype=np.float64)
     n = len(names)
     if rest_joints.shape != (n, 3) or len(parents) != n:

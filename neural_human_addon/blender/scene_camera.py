@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+import mathutils
 import numpy as np
 
 from ..core.camera import (
@@ -15,6 +16,8 @@ from ..core.camera import (
     PinholeCamera,
     blender_to_pinhole,
     pinhole_to_blender,
+    read_blender_settings,
+    write_blender_settings,
 )
 
 __all__ = ["apply_camera_settings", "camera_settings", "new_camera_object", "scene_pinhole_camera"]
@@ -35,14 +38,7 @@ def camera_settings(scene: Any, camera_obj: Any | None = None, depsgraph: Any | 
     obj = _camera_object(scene, camera_obj)
     if depsgraph is not None:
         obj = obj.evaluated_get(depsgraph)
-    cam, render = obj.data, scene.render
-    return BlenderCameraSettings(
-        lens=float(cam.lens), sensor_width=float(cam.sensor_width), sensor_height=float(cam.sensor_height),
-        sensor_fit=str(cam.sensor_fit), shift_x=float(cam.shift_x), shift_y=float(cam.shift_y),
-        resolution_x=int(render.resolution_x), resolution_y=int(render.resolution_y),
-        resolution_percentage=int(render.resolution_percentage), pixel_aspect_x=float(render.pixel_aspect_x),
-        pixel_aspect_y=float(render.pixel_aspect_y), camera_type=str(cam.type),
-        matrix_world=np.array(obj.matrix_world, dtype=np.float64))
+    return read_blender_settings(obj.data, scene.render, obj.matrix_world)
 
 
 def scene_pinhole_camera(scene: Any, camera_obj: Any | None = None, depsgraph: Any | None = None) -> PinholeCamera:
@@ -56,20 +52,9 @@ def scene_pinhole_camera(scene: Any, camera_obj: Any | None = None, depsgraph: A
 
 def apply_camera_settings(camera_obj: Any, scene: Any, settings: BlenderCameraSettings) -> None:
     """Write settings into the camera data, ``scene.render`` (resolution, %, pixel aspect) and matrix_world."""
-    import mathutils
-
     if camera_obj.type != "CAMERA":
         raise CameraError(f"object {camera_obj.name!r} is a {camera_obj.type.lower()}, not a camera")
-    cam, render = camera_obj.data, scene.render
-    cam.type = settings.camera_type
-    cam.lens_unit = "MILLIMETERS"
-    cam.sensor_fit = settings.sensor_fit
-    cam.sensor_width, cam.sensor_height = settings.sensor_width, settings.sensor_height
-    cam.lens = settings.lens
-    cam.shift_x, cam.shift_y = settings.shift_x, settings.shift_y
-    render.resolution_x, render.resolution_y = int(settings.resolution_x), int(settings.resolution_y)
-    render.resolution_percentage = int(settings.resolution_percentage)
-    render.pixel_aspect_x, render.pixel_aspect_y = settings.pixel_aspect_x, settings.pixel_aspect_y
+    write_blender_settings(settings, camera_obj.data, scene.render)
     camera_obj.matrix_world = mathutils.Matrix(np.asarray(settings.matrix_world, dtype=np.float64).tolist())
 
 

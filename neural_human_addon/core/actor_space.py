@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .camera import PinholeCamera
+from .errors import UserError
 
 __all__ = [
     "UP_AXES",
@@ -39,7 +40,7 @@ _RX90 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 SCALE_TOLERANCE = 1e-4  # |scale - 1| and shear allowed on the root (float32 round-off of Blender matrices)
 
 
-class ActorSpaceError(ValueError):
+class ActorSpaceError(UserError, ValueError):
     """An actor root or up axis that cannot define an actor frame; the message says what to fix."""
 
 

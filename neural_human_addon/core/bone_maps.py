@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UserError
 from .smpl_skeleton import REQUIRED_JOINTS, SMPL_JOINT_NAMES
 
 PRESET_DIR = Path(__file__).resolve().parent / "bone_map_presets"
@@ -19,7 +20,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "bone_map_presets"
 BoneMap = dict[str, str | None]
 
 
-class BoneMapError(ValueError):
+class BoneMapError(UserError, ValueError):
     """A bone map or preset is malformed; the message says what is wrong and how to fix it."""
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = [
     "BlenderCameraSettings",
     "CameraError",
@@ -40,7 +42,7 @@ SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
 _ROTATION_TOLERANCE = 1e-4
 
 
-class CameraError(ValueError):
+class CameraError(UserError, ValueError):
     """A camera that cannot be expressed as (or built from) an OpenCV pinhole camera; the message says why."""
 
 
@@ -165,6 +167,34 @@ def _fit_and_viewfac(s: BlenderCameraSettings, width: int, height: int) -> tuple
     sensor = float(s.sensor_height) if s.sensor_fit == "VERTICAL" else float(s.sensor_width)
     viewfac = float(width) if fit == "HORIZONTAL" else ycor * height
     return fit, viewfac, sensor, ycor
+
+
+def read_blender_settings(camera_data: Any, render: Any, matrix_world: Any) -> BlenderCameraSettings:
+    """The projection-relevant settings of a Blender camera datablock under a scene's render settings, with the
+    object's world matrix (4x4). Plain attribute reads of the objects passed in: this module never imports bpy."""
+    cam = camera_data
+    return BlenderCameraSettings(
+        lens=float(cam.lens), sensor_width=float(cam.sensor_width), sensor_height=float(cam.sensor_height),
+        sensor_fit=str(cam.sensor_fit), shift_x=float(cam.shift_x), shift_y=float(cam.shift_y),
+        resolution_x=int(render.resolution_x), resolution_y=int(render.resolution_y),
+        resolution_percentage=int(render.resolution_percentage), pixel_aspect_x=float(render.pixel_aspect_x),
+        pixel_aspect_y=float(render.pixel_aspect_y), camera_type=str(cam.type),
+        matrix_world=np.array(matrix_world, dtype=np.float64))
+
+
+def write_blender_settings(settings: BlenderCameraSettings, camera_data: Any, render: Any) -> None:
+    """Write ``settings`` into a Blender camera datablock and a scene's render settings (resolution, %, pixel
+    aspect). The world matrix is the caller's to set (it needs mathutils)."""
+    cam = camera_data
+    cam.type = settings.camera_type
+    cam.lens_unit = "MILLIMETERS"
+    cam.sensor_fit = settings.sensor_fit
+    cam.sensor_width, cam.sensor_height = settings.sensor_width, settings.sensor_height
+    cam.lens = settings.lens
+    cam.shift_x, cam.shift_y = settings.shift_x, settings.shift_y
+    render.resolution_x, render.resolution_y = int(settings.resolution_x), int(settings.resolution_y)
+    render.resolution_percentage = int(settings.resolution_percentage)
+    render.pixel_aspect_x, render.pixel_aspect_y = settings.pixel_aspect_x, settings.pixel_aspect_y
 
 
 def blender_to_pinhole(settings: BlenderCameraSettings) -> PinholeCamera:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .atomic_files import write_bytes_atomic
 from .server_client import ServerClient, ServerError
+from .wire import frame_file_name
 
 TERMINAL_STATES = ("done", "cancelled", "failed")
 T = TypeVar("T")
@@ -75,10 +76,6 @@ class JobFailed:
 JobMessage = JobStarted | JobProgress | FrameSaved | JobFinished | JobFailed
 
 
-def frame_file_name(n: int) -> str:
-    return f"frame_{int(n):06d}.npz"
-
-
 def drain(q: queue.Queue, handle: Callable[[Any], object], max_items: int = 16) -> int:
     """Take at most ``max_items`` messages from ``q`` without blocking and call ``handle`` on each, in order;
     returns how many were handled. An exception from ``handle`` propagates (its message counts as taken)."""
@@ -129,10 +126,6 @@ class JobRunner(threading.Thread):
     def cancel(self) -> None:
         """Ask the runner to cancel the job (thread-safe, returns at once)."""
         self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
 
     def frame_path(self, n: int) -> Path:
         return self.out_dir / frame_file_name(n)
@@ -213,17 +206,3 @@ class JobRunner(threading.Thread):
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
         raise AssertionError("unreachable")  # the loop returns or raises
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``: a reader (or a crash)
-    never sees half a frame."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .rotations import matrix_to_axis_angle, matrix_to_quaternion, orthonormalize, rotation_between
+from .errors import UserError
+from .rotations import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    orthonormalize,
+    rotation_between,
+)
 from .smpl_skeleton import FALLBACK_CHILDREN, PRIMARY_CHILD, SMPL_JOINT_NAMES, SMPL_PARENTS
 
 Z_UP = np.array([0.0, 0.0, 1.0])
@@ -29,7 +36,7 @@ Z_UP = np.array([0.0, 0.0, 1.0])
 Y_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
-class RetargetError(ValueError):
+class RetargetError(UserError, ValueError):
     """Bad retarget input; the message names what is wrong and how to fix it."""
 
 
@@ -421,8 +428,6 @@ def armature_to_smpl(
 
 def smpl_forward_joints(poses: np.ndarray, rh: np.ndarray, th: np.ndarray, rest_joints: np.ndarray) -> np.ndarray:
     """SMPL joint positions (F, 24, 3) in the actor frame: FK of `poses` (root forced to Rh), then R(Rh)·x + Th."""
-    from .rotations import axis_angle_to_matrix
-
     poses = np.asarray(poses, dtype=np.float64).reshape(-1, 24, 3)
     rest_joints = np.asarray(rest_joints, dtype=np.float64)
     rot = axis_angle_to_matrix(poses)

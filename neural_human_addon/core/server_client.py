@@ -25,6 +25,8 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from .errors import UserError
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 API_VERSION = "v1"
 TOKEN_FILE = "~/.config/neural-human/token"
@@ -42,7 +44,7 @@ TRANSIENT_KINDS = frozenset({"unreachable", "timeout", "busy"})  # worth retryin
 log = logging.getLogger(__name__)
 
 
-class ServerError(Exception):
+class ServerError(UserError):
     """A failed call. ``kind`` is one of ``ERROR_KINDS``; ``message`` one actionable line (also ``str(err)``);
     ``field`` the request field at fault (bad input), ``status`` the HTTP status and ``code`` the server's error
     code when the server answered."""

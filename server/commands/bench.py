@@ -240,9 +240,9 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
         # differs (on a busy CPU the main thread measured several times slower than pool threads).
         with ThreadPoolExecutor(1) as worker:
             for size in sizes:
-                camera = Camera(**wire_camera(size))
+                camera = Camera(**wire_camera(size)).to_pinhole()
 
-                def in_process(cache: FeatureCache | None = None, camera: Camera = camera) -> None:
+                def in_process(cache: FeatureCache | None = None, camera: Any = camera) -> None:
                     worker.submit(render_frame, loaded, wire_body, camera, ["rgba", "depth"], None, cache).result()
 
                 direct_s[size] = _timed(in_process, repeats, sync)

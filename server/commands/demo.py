@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from neural_human_addon.core.atomic_files import atomic_path, write_bytes_atomic
+from neural_human_addon.core.wire import frame_file_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("neural_human", "composited", "jobs", "demo.blend", "demo.blend1", "mesh.ply", "contact_sheet.png",
@@ -30,7 +31,7 @@ OUTPUTS = ("neural_human", "composited", "jobs", "demo.blend", "demo.blend1", "m
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.inference.actor_registry import BUNDLED_ACTORS_DIR
+    from server.inference.limits import BUNDLED_ACTORS_DIR
 
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     parser.add_argument("--actors", type=Path, default=BUNDLED_ACTORS_DIR,
@@ -91,7 +92,7 @@ def _mesh_ply(job_dir: Path, frame: int, path: Path) -> dict:
 
     from server.neural_body.mesh import Mesh, write_ply
 
-    with np.load(job_dir / f"frame_{frame:06d}.npz", allow_pickle=False) as data:
+    with np.load(job_dir / frame_file_name(frame), allow_pickle=False) as data:
         mesh = Mesh(data["vertices"], data["faces"], data["colors"] if "colors" in data.files else None)
     write_ply(path, mesh)
     lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)

@@ -15,14 +15,14 @@ unloads every other actor, clears the feature cache and runs once more; if it fa
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 
+from neural_human_addon.core.server_client import is_loopback_host
+from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.inference.actor_registry import BUNDLED_ACTORS_DIR, DEFAULT_MIN_FREE_GPU_MB
-
     parser.add_argument("--actors", type=Path, default=None,
                         help=f"folder holding actor folders (default: the bundled actors in {BUNDLED_ACTORS_DIR})")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs-dir", type=Path, default=None,
                         help="folder for jobs (frames + job.json); jobs found there are served again after a restart "
                              "(default: $XDG_CACHE_HOME/neural-human/jobs, i.e. ~/.cache/neural-human/jobs)")
-    parser.add_argument("--cache-mb", type=int, default=512,
-                        help="memory budget in MiB of the per-pose feature cache (0 disables it; default 512)")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_MB,
+                        help="memory budget in MiB of the per-pose feature cache (0 disables it; default "
+                             f"{DEFAULT_CACHE_MB})")
     parser.add_argument("--max-loaded", type=int, default=0,
                         help="most actors kept loaded at once; loading one more unloads the least recently used "
                              "(default 0: no limit)")
@@ -44,63 +45,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """Whether ``--host`` is this machine (the add-on's check: brackets and IPv4-mapped addresses included)."""
+    return is_loopback_host(host)
 
 
-def run(args: argparse.Namespace) -> int:
-    from server.http.auth import load_or_create_token, token_path
-
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments as an error line, or None; warns about a remote bind."""
     if not is_loopback(args.host):
         if not args.allow_remote:
-            print(f"error: --host {args.host} is not a loopback address; anyone who can reach it could use the GPU "
-                  "with the token. Pass --allow-remote to bind it anyway.", file=sys.stderr)
-            return 2
+            return (f"--host {args.host} is not a loopback address; anyone who can reach it could use the GPU with "
+                    "the token. Pass --allow-remote to bind it anyway.")
         print(f"warning: binding {args.host}: the API is reachable from other machines (bearer token required, "
               "traffic is not encrypted)", file=sys.stderr)
     if not 1 <= args.port <= 65535:
-        print(f"error: --port must be 1..65535; got {args.port}", file=sys.stderr)
-        return 2
+        return f"--port must be 1..65535; got {args.port}"
     if args.cache_mb < 0:
-        print(f"error: --cache-mb must be >= 0 (0 disables the cache); got {args.cache_mb}", file=sys.stderr)
-        return 2
+        return f"--cache-mb must be >= 0 (0 disables the cache); got {args.cache_mb}"
     if args.max_loaded < 0 or args.min_free_gpu_mb < 0:
-        print(f"error: --max-loaded and --min-free-gpu-mb must be >= 0; got {args.max_loaded}, "
-              f"{args.min_free_gpu_mb}", file=sys.stderr)
-        return 2
-    from server.inference.actor_registry import BUNDLED_ACTORS_DIR
-
-    actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
+        return f"--max-loaded and --min-free-gpu-mb must be >= 0; got {args.max_loaded}, {args.min_free_gpu_mb}"
     if args.actors is not None and not args.actors.is_dir():  # the bundled folder may be empty or absent
-        print(f"error: --actors {args.actors}: no such folder (create it or point to your actors)", file=sys.stderr)
-        return 2
-    if args.token is not None:
-        if len(args.token) < 16:
-            print("error: --token must be at least 16 characters", file=sys.stderr)
-            return 2
-        token = args.token
-    else:
-        token, created = load_or_create_token()
-        if created:
-            print(f"API token (stored in {token_path()}): {token}", flush=True)
-        else:
-            print(f"API token: stored in {token_path()}", flush=True)
+        return f"--actors {args.actors}: no such folder (create it or point to your actors)"
+    if args.token is not None and len(args.token) < 16:
+        return "--token must be at least 16 characters"
+    return None
 
+
+def _token(args: argparse.Namespace) -> str:
+    from server.http.auth import load_or_create_token, token_path
+
+    if args.token is not None:
+        return args.token
+    token, created = load_or_create_token()
+    if created:
+        print(f"API token (stored in {token_path()}): {token}", flush=True)
+    else:
+        print(f"API token: stored in {token_path()}", flush=True)
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.http.app import create_app, resolve_device
+    from server.http.app import create_app
+    from server.inference.service import default_jobs_dir
+    from server.neural_body.train import resolve_device
 
+    problem = check_arguments(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    token = _token(args)
     try:
-        device = resolve_device(args.device)
+        device = str(resolve_device(args.device))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from server.http.app import default_jobs_dir
-
+    actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
     jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
     try:
         app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,

@@ -20,19 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.http.errors import ApiError
+import torch
+
+from server.body.model import BodyModel, resolve_body_model
+from server.errors import ActorBroken, BodyModelMissing, InvalidActorId, UnknownActor
+from server.inference.limits import DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
+from server.neural_body.actor import MANIFEST_FILE, MODEL_FILE, Actor, ActorError, load_actor, read_manifest
+from server.neural_body.feature_cache import FeatureCache
 
 ACTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-BUNDLED_ACTORS_DIR = Path(__file__).resolve().parents[1] / "actors"  # server/actors: the shipped demo actor(s)
-DEFAULT_MIN_FREE_GPU_MB = 2048  # GPU memory kept free for rendering when an actor loads
 
-log = logging.getLogger("server.http")
+log = logging.getLogger("server.inference")
 
 
 @dataclass
 class LoadedActor:
-    actor: Any  # server.neural_body.actor.Actor
-    body_model: Any  # server.body.model.BodyModel on the server's device
+    actor: Actor
+    body_model: BodyModel  # on the server's device
     actor_id: str = ""
 
 
@@ -40,10 +44,8 @@ class ActorRegistry:
     """Actors under ``root`` on ``device``; ``max_loaded`` (0 = no limit) and ``min_free_gpu_bytes`` (CUDA only)
     bound what stays loaded; ``cache_bytes`` bounds the per-pose feature cache."""
 
-    def __init__(self, root: str | Path, device: str = "cpu", cache_bytes: int = 512 * 2**20, *,
+    def __init__(self, root: str | Path, device: str = "cpu", cache_bytes: int = DEFAULT_CACHE_MB * 2**20, *,
                  max_loaded: int = 0, min_free_gpu_bytes: int = DEFAULT_MIN_FREE_GPU_MB * 2**20):
-        from server.neural_body.feature_cache import FeatureCache
-
         if max_loaded < 0 or min_free_gpu_bytes < 0:
             raise ValueError(f"max_loaded and min_free_gpu_bytes must be >= 0; got {max_loaded}, {min_free_gpu_bytes}")
         self.root = Path(root).resolve()
@@ -57,24 +59,21 @@ class ActorRegistry:
         self.evictions = 0  # actors unloaded under memory pressure (not counting POST .../unload)
 
     def folder(self, actor_id: str) -> Path:
-        """The folder of ``actor_id``; 400 for an id that could escape the root, 404 when there is no such actor."""
+        """The folder of ``actor_id``; InvalidActorId for an id that could escape the root, UnknownActor when there is
+        no such actor."""
         if not ACTOR_ID.match(actor_id) or ".." in actor_id:
-            raise ApiError(400, "invalid_actor_id", f"actor id {actor_id!r} is not valid: use the folder name of an "
+            raise InvalidActorId(f"actor id {actor_id!r} is not valid: use the folder name of an "
                            "actor (letters, digits, '_', '-', '.'; no '..' or slashes)", "id")
         path = (self.root / actor_id).resolve()
         if path.parent != self.root:
-            raise ApiError(400, "invalid_actor_id", f"actor id {actor_id!r} leaves the actors folder", "id")
-        from server.neural_body.actor import MANIFEST_FILE
-
+            raise InvalidActorId(f"actor id {actor_id!r} leaves the actors folder", "id")
         if not (path / MANIFEST_FILE).is_file():
-            raise ApiError(404, "unknown_actor", f"no actor {actor_id!r} in {self.root}; GET /v1/actors lists them",
+            raise UnknownActor(f"no actor {actor_id!r} in {self.root}; GET /v1/actors lists them",
                            "id")
         return path
 
     def list(self) -> list[dict[str, Any]]:
         """Listing entries from the manifests (cheap: nothing is loaded); broken folders are skipped."""
-        from server.neural_body.actor import ActorError, read_manifest
-
         out = []
         if not self.root.is_dir():
             return out
@@ -105,14 +104,12 @@ class ActorRegistry:
                 self._loaded.move_to_end(actor_id)
                 self._order = tuple(self._loaded)
                 return self._loaded[actor_id]
-            from server.neural_body.actor import MODEL_FILE, ActorError, load_actor
-
             weights = path / MODEL_FILE
             self._make_room(actor_id, weights.stat().st_size if weights.is_file() else 0)
             try:
                 actor = load_actor(path, device=self.device)
             except ActorError as err:
-                raise ApiError(500, "actor_broken", f"actor {actor_id!r} cannot be loaded: {err}", "id") from err
+                raise ActorBroken(f"actor {actor_id!r} cannot be loaded: {err}", "id") from err
             body_model = self._body_model(actor_id, actor)
             loaded = LoadedActor(actor, body_model, actor_id)
             self._loaded[actor_id] = loaded
@@ -164,17 +161,13 @@ class ActorRegistry:
             log.warning("out of memory: unloaded actors %s and cleared the feature cache", dropped)
         return dropped
 
-    def _body_model(self, actor_id: str, actor: Any) -> Any:
-        from server.body.model import load_body_model
-
-        name = actor.manifest.body_model
-        target = None if name == "demo" else Path(name.split(":", 1)[1])
-        if target is not None and not target.is_file():
-            raise ApiError(500, "body_model_missing", f"actor {actor_id!r} needs the SMPL model {str(target)!r}, "
-                           "which is not a file on the server; place the model file there", "id")
-        model = load_body_model(target, device=self.device)
+    def _body_model(self, actor_id: str, actor: Actor) -> BodyModel:
+        try:
+            model = resolve_body_model(actor.manifest.body_model, device=self.device)
+        except BodyModelMissing as err:
+            raise BodyModelMissing(f"actor {actor_id!r}: {err}", "id") from None
         if model.num_vertices != actor.network.num_vertices:
-            raise ApiError(500, "actor_broken", f"actor {actor_id!r}: its body model has {model.num_vertices} vertices"
+            raise ActorBroken(f"actor {actor_id!r}: its body model has {model.num_vertices} vertices"
                            f" but the network was trained on {actor.network.num_vertices}", "id")
         return model
 
@@ -190,7 +183,5 @@ class ActorRegistry:
 
 def _free_gpu_bytes() -> int:
     """Free memory of the current CUDA device after returning the allocator's unused blocks to the driver."""
-    import torch
-
     torch.cuda.empty_cache()
     return int(torch.cuda.mem_get_info()[0])

@@ -1,19 +1,22 @@
-"""One frame of model work, shared by the single-frame endpoints and jobs: pose a body, render it, mesh it.
-Callers run these inside the inference queue."""
+"""One frame of model work, shared by the single-frame endpoints and jobs: pose a body, render it, mesh it, and the
+npz the answers travel in. Callers run these inside the model queue."""
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from server.http.errors import ApiError
-from server.http.schemas import MAX_MESH_GRID_POINTS, Camera, check_appearance_frame, grid_points
+from neural_human_addon.core.camera import PinholeCamera
+from server.errors import InvalidInput
 from server.inference.actor_registry import LoadedActor
-
-if TYPE_CHECKING:
-    from server.neural_body.feature_cache import FeatureCache
+from server.inference.limits import MAX_MESH_GRID_POINTS, grid_points
+from server.inference.posing import appearance_code, pose_body
+from server.neural_body.feature_cache import CachedRenderer, FeatureCache, cached_volumes
+from server.neural_body.mesh import extract_mesh
+from server.neural_body.sparse_input import prepare_sparse_input
+from server.neural_body.volume_renderer import render_image
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -22,35 +25,12 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def pose_body(loaded: LoadedActor, body: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One body in any accepted convention -> posed world vertices (V,3), Rh (3,), Th (3,); 422 naming the field."""
-    import torch
-
-    from server.body.params import BodyParamsError, to_easymocap
-
-    model = loaded.body_model
-    try:
-        p = to_easymocap(body, model.pelvis_rest)
-    except BodyParamsError as err:
-        raise ApiError(422, "invalid_body", str(err), f"body.{err.field}") from err
-    if p["poses"].shape[0] != 1:
-        raise ApiError(422, "invalid_body", f"body: holds {p['poses'].shape[0]} frames; send one frame per request "
-                       "(use POST /v1/jobs for many)", "body")
-    t = {k: torch.from_numpy(v).to(model.device) for k, v in p.items()}
-    with torch.no_grad():
-        out = model(t["poses"], t["shapes"], t["Rh"], t["Th"])
-    return out.vertices[0].cpu().numpy(), p["Rh"][0], p["Th"][0]
-
-
-def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: Camera, outputs: list[str],
+def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: PinholeCamera, outputs: list[str],
                  appearance_frame: int | None, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
     """→ {"rgba": (H,W,4) float32 straight alpha, "depth": (H,W) float32, 0 where alpha = 0} (those in outputs).
     With ``cache`` the pose's feature volumes are reused across cameras (same pixels as without)."""
-    from server.neural_body.feature_cache import CachedRenderer
-    from server.neural_body.volume_renderer import render_image
-
     network = loaded.actor.network
-    latent = check_appearance_frame(appearance_frame, network.num_train_frames)
+    latent = appearance_code(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
     renderer = CachedRenderer(cache=cache, owner=loaded.actor_id, pose=(verts, rh, th)) if cache is not None else None
     result = render_image(network, verts, rh, th, latent, np.asarray(camera.K, np.float64),
@@ -72,19 +52,16 @@ def mesh_frame(loaded: LoadedActor, body: dict[str, Any], voxel_size: float, col
                appearance_frame: int | None, cache: FeatureCache | None = None) -> Any:
     """→ server.neural_body.mesh.Mesh in world metres (colours (N,3) uint8 when ``colors``, even when empty).
     With ``cache`` the pose's feature volumes are shared with renders and other meshes of the pose (same mesh)."""
-    from server.neural_body.feature_cache import cached_volumes
-    from server.neural_body.mesh import extract_mesh
-    from server.neural_body.sparse_input import prepare_sparse_input
-
     network = loaded.actor.network
-    latent = check_appearance_frame(appearance_frame, network.num_train_frames)
+    latent = appearance_code(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
     sparse = prepare_sparse_input(verts, rh, th, device=network.c.weight.device)
     box = sparse.world_bounds.cpu().numpy()
     points = grid_points(tuple(float(e) for e in box[1] - box[0]), voxel_size)
     if points > MAX_MESH_GRID_POINTS:
-        raise ApiError(422, "invalid_request", f"voxel_size: a {voxel_size} m grid over this body's box has {points} "
-                       f"points (limit {MAX_MESH_GRID_POINTS}); use a larger voxel_size", "voxel_size")
+        raise InvalidInput(f"voxel_size: a {voxel_size} m grid over this body's box has {points} points (limit "
+                           f"{MAX_MESH_GRID_POINTS}); use a larger voxel_size", "voxel_size")
+
     def cached_encode(sparse_input: Any) -> Any:
         return cached_volumes(cache, loaded.actor_id, network, sparse_input, (verts, rh, th))
 

@@ -2,10 +2,12 @@
 finished frame is an npz written atomically into the job's folder, and stays there after a cancel.
 
 Each job folder also holds ``job.json`` (request summary, state, done/total, errors), rewritten atomically after
-every frame; a new ``JobManager`` on the same folder serves the finished frames of earlier jobs again."""
+every frame; a new ``JobManager`` on the same folder serves the finished frames of earlier jobs again. Frame files are
+named as the add-on names its copies (``neural_human_addon.core.wire.frame_file_name``)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import queue as queue_module
 import re
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from neural_human_addon.core.atomic_files import write_bytes_atomic
-from server.http.errors import ApiError
-from server.http.schemas import JobRequest
+from neural_human_addon.core.camera import PinholeCamera
+from neural_human_addon.core.wire import frame_file_name
+from server.errors import DiskFull, FrameNotAvailable, InvalidInput, NeuralHumanError, UnknownJob
 from server.inference.actor_registry import ActorRegistry
 from server.inference.frames import mesh_frame, npz_bytes, render_frame
-from server.inference.model_queue import InferenceQueue
+from server.inference.model_queue import ModelQueue
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 RENDER_OUTPUTS = ("rgba", "depth")
@@ -30,6 +33,27 @@ RENDER_OUTPUTS = ("rgba", "depth")
 
 JOB_FILE = "job.json"
 JOB_FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """One frame of a job: its number, a body message and, for render outputs, a camera."""
+
+    frame: int
+    body: dict[str, Any]
+    camera: PinholeCamera | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Many frames of one actor, computed in order (the HTTP layer builds it from a validated request)."""
+
+    actor: str
+    outputs: list[str]
+    frames: list[FrameSpec]
+    voxel_size: float
+    colors: bool = True
+    appearance_frame: int | None = None
 
 
 @dataclass
@@ -41,7 +65,7 @@ class Job:
     outputs: list[str]
     frames: list[int]  # frame numbers in computing order
     folder: Path
-    request: JobRequest | None = None
+    request: JobSpec | None = None
     state: str = "queued"  # queued | running | done | cancelled | failed
     done: int = 0
     errors: dict[int, str] = field(default_factory=dict)
@@ -80,7 +104,7 @@ def restore_job(folder: Path) -> Job | None:
         rec = json.loads((folder / JOB_FILE).read_text())
         if rec.get("id") != folder.name or not JOB_ID.match(folder.name):
             return None
-        finished = {int(n) for n in rec["frames_done"] if (folder / f"{int(n):06d}.npz").is_file()}
+        finished = {int(n) for n in rec["frames_done"] if (folder / frame_file_name(int(n))).is_file()}
         job = Job(id=folder.name, actor=str(rec["actor"]), outputs=[str(o) for o in rec["outputs"]],
                   frames=[int(n) for n in rec["frames"]], folder=folder, state=str(rec["state"]),
                   done=int(rec["done"]), errors={int(k): str(v) for k, v in rec["errors"].items()},
@@ -98,7 +122,7 @@ def restore_job(folder: Path) -> Job | None:
 
 
 class JobManager:
-    def __init__(self, root: str | Path, registry: ActorRegistry, inference: InferenceQueue):
+    def __init__(self, root: str | Path, registry: ActorRegistry, inference: ModelQueue):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
@@ -113,24 +137,29 @@ class JobManager:
         self._worker = threading.Thread(target=self._work, name="jobs", daemon=True)
         self._worker.start()
 
-    def submit(self, req: JobRequest) -> Job:
-        self.registry.folder(req.actor)  # 400/404 now rather than a failed job later
+    def submit(self, req: JobSpec) -> Job:
+        self.registry.folder(req.actor)  # a bad or unknown actor id now rather than a failed job later
         if any(o in RENDER_OUTPUTS for o in req.outputs):
             for i, f in enumerate(req.frames):
                 if f.camera is None:
-                    raise ApiError(422, "invalid_request", f"frames.{i}.camera: render outputs need a camera for "
-                                   "every frame", f"frames.{i}.camera")
+                    raise InvalidInput(f"frames.{i}.camera: render outputs need a camera for every frame",
+                                       f"frames.{i}.camera")
         seen: set[int] = set()
         for i, f in enumerate(req.frames):
             if f.frame in seen:
-                raise ApiError(422, "invalid_request", f"frames.{i}.frame: frame {f.frame} appears twice",
-                               f"frames.{i}.frame")
+                raise InvalidInput(f"frames.{i}.frame: frame {f.frame} appears twice", f"frames.{i}.frame")
             seen.add(f.frame)
         job_id = uuid.uuid4().hex
         folder = self.root / job_id
-        folder.mkdir()
         job = Job(job_id, req.actor, list(req.outputs), [f.frame for f in req.frames], folder, request=req)
-        job.save()
+        try:
+            folder.mkdir()
+            job.save()
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskFull(f"the jobs folder {str(self.root)!r} is full; free disk space or start the server "
+                               "with another --jobs-dir") from err
+            raise
         self._jobs[job_id] = job
         self._pending.put(job)
         return job
@@ -138,19 +167,19 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id) if JOB_ID.match(job_id) else None
         if job is None:
-            raise ApiError(404, "unknown_job", f"no job {job_id!r} on this server (jobs live in the server's "
+            raise UnknownJob(f"no job {job_id!r} on this server (jobs live in the server's "
                            f"--jobs-dir {str(self.root)!r})", "id")
         return job
 
     def frame_path(self, job_id: str, frame: int) -> Path:
         job = self.get(job_id)
         if frame in job.errors:
-            raise ApiError(404, "frame_failed", f"frame {frame} failed: {job.errors[frame]}", "n")
+            raise FrameNotAvailable(f"frame {frame} failed: {job.errors[frame]}", "n", code="frame_failed")
         if frame not in job.finished:
             known = frame in job.frames
-            raise ApiError(404, "frame_not_ready" if known else "unknown_frame",
-                           f"frame {frame} is not finished yet" if known else f"the job has no frame {frame}", "n")
-        return job.folder / f"{frame:06d}.npz"
+            raise FrameNotAvailable(f"frame {frame} is not finished yet" if known else f"the job has no frame {frame}",
+                                    "n", code="frame_not_ready" if known else "unknown_frame")
+        return job.folder / frame_file_name(frame)
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -173,9 +202,9 @@ class JobManager:
                 try:
                     arrays = self.inference.run(partial(self._frame, job.request, f),
                                                 relieve=partial(self.registry.free_memory, keep=job.actor))
-                    write_bytes_atomic(job.folder / f"{f.frame:06d}.npz", npz_bytes(arrays))
+                    write_bytes_atomic(job.folder / frame_file_name(f.frame), npz_bytes(arrays))
                     job.finished.add(f.frame)
-                except ApiError as err:
+                except NeuralHumanError as err:
                     job.errors[f.frame] = err.message
                 except Exception as err:  # one bad frame must not stop the others
                     job.errors[f.frame] = f"{type(err).__name__}: {err}"
@@ -195,7 +224,7 @@ class JobManager:
         except OSError as err:  # a full disk must not kill the worker; the frames in memory still count
             job.message = f"could not write job.json: {err}"
 
-    def _frame(self, req: JobRequest, f: Any) -> dict[str, Any]:
+    def _frame(self, req: JobSpec, f: FrameSpec) -> dict[str, Any]:
         loaded = self.registry.get(req.actor)
         out: dict[str, Any] = {}
         render = [o for o in req.outputs if o in RENDER_OUTPUTS]

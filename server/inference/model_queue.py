@@ -1,9 +1,9 @@
 """One work queue for the model: a lock serialises GPU/CPU model work, so many clients wait without racing for
-memory. Endpoints are sync FastAPI handlers (run in the thread pool); each wraps its model work in ``run``.
+memory. Callers (the HTTP handlers, run in a thread pool, and the job worker) wrap their model work in ``run``.
 
 On an out-of-memory error ``run(fn, relieve=...)`` calls ``relieve()`` (the registry unloads the other actors and
 clears the feature cache), returns the allocator's free blocks to the driver and runs ``fn`` once more; a second
-out-of-memory error is a 503 ``out_of_memory``."""
+out-of-memory error raises OutOfMemory; waiting longer than ``timeout_s`` for a turn raises Busy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from server.http.errors import ApiError
+import torch
+
+from server.errors import Busy, OutOfMemory
 
 T = TypeVar("T")
 
@@ -25,8 +27,8 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
-class InferenceQueue:
-    """Serialises model work; ``run(fn)`` waits up to ``timeout_s`` for its turn, else 503 busy."""
+class ModelQueue:
+    """Serialises model work; ``run(fn)`` waits up to ``timeout_s`` for its turn, else raises Busy."""
 
     def __init__(self, timeout_s: float = 600.0):
         self._lock = threading.Lock()
@@ -45,7 +47,7 @@ class InferenceQueue:
             self._waiting += 1
         try:
             if not self._lock.acquire(timeout=self.timeout_s):
-                raise ApiError(503, "busy", f"the model queue stayed busy for {self.timeout_s:.0f} s; retry later")
+                raise Busy(f"the model queue stayed busy for {self.timeout_s:.0f} s; retry later")
         finally:
             with self._count:
                 self._waiting -= 1
@@ -57,7 +59,7 @@ class InferenceQueue:
             # Out of memory. The failed attempt's exception (and the tensors its frames hold) is gone by now.
             _free_cuda_cache()
             if relieve is None:
-                raise ApiError(503, "out_of_memory", OOM_MESSAGE.format(after=""))
+                raise OutOfMemory(OOM_MESSAGE.format(after=""))
             relieve()
             _free_cuda_cache()
             self.oom_retries += 1
@@ -65,7 +67,7 @@ class InferenceQueue:
             if done:
                 return result
             _free_cuda_cache()
-            raise ApiError(503, "out_of_memory", OOM_MESSAGE.format(
+            raise OutOfMemory(OOM_MESSAGE.format(
                 after=" even after unloading the other actors and clearing the feature cache"))
         finally:
             self.last_seconds = time.perf_counter() - start
@@ -83,7 +85,5 @@ def _attempt(fn: Callable[[], T]) -> tuple[bool, T | None]:
 
 
 def _free_cuda_cache() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.body.skeleton import SMPL_VERTEX_COUNT
 from server.neural_body.batchnorm_mode import set_batchnorm_mode
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, encoded_dim, positional_encoding
 from server.neural_body.sparse_conv_net import VOLUME_CHANNELS, SparseConvNet
 from server.neural_body.sparse_input import SparseInput
 
-SMPL_VERTEX_COUNT = 6890
 CODE_DIM = 16  # structured latent code per vertex
 LATENT_DIM = 128  # per-frame appearance code
 XYZ_DIM = encoded_dim(3, XYZ_FREQS)  # 63

@@ -15,45 +15,47 @@ folder (model.pt, actor.json, motion.npz, shapes.npy) is written. Multi-GPU: lau
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from neural_human_addon.core.atomic_files import atomic_path
+from server.body.model import body_model_name
+from server.data.zju_reader import ZjuMocapDataset
+from server.neural_body.actor import ActorManifest, Motion, save_actor
+from server.neural_body.config import (
+    BASE_LR,
+    DECAY_EPOCHS,
+    DEFAULT_CACHE_MB,
+    EPOCH_ITERS,
+    TrainConfig,
+)
+from server.neural_body.network import NeuralBodyNetwork
+from server.neural_body.ray_sampling import sample_rays
+from server.neural_body.rays import get_rays
+from server.neural_body.sparse_input import ZJU_PADDING, SparseInput, prepare_sparse_input
+from server.neural_body.volume_renderer import render_rays
 
-if TYPE_CHECKING:
-    import torch
-
-    from server.data.zju_reader import ZjuMocapDataset
-    from server.neural_body.network import NeuralBodyNetwork
-    from server.neural_body.sparse_input import SparseInput
-
-BASE_LR = 5e-4
-EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
-DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
 GAMMA = 0.1
 GRAD_CLIP_VALUE = 40.0
-N_RAYS = 1024
-N_SAMPLES = 64
-DEFAULT_ITERS = 200_000  # 400 epochs × 500
 CHECKPOINT_NAME = "latest.pt"
 CHECKPOINT_FORMAT = "neural-human-train/1"
-DEFAULT_CACHE_MB = 4096
 INITIAL_DENSITY_BIAS = 0.1
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error that says so."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -114,8 +116,6 @@ class EpochExponentialLR:
 
 def make_optimizer(network: torch.nn.Module, lr: float = BASE_LR) -> torch.optim.Adam:
     """Adam with one parameter group per parameter, as the original's make_optimizer (weight decay 0)."""
-    import torch
-
     groups = [{"params": [p], "lr": lr, "weight_decay": 0.0} for p in network.parameters() if p.requires_grad]
     return torch.optim.Adam(groups, lr=lr)
 
@@ -129,8 +129,6 @@ class TrainingData:
 
     def __init__(self, dataset: ZjuMocapDataset, device: torch.device, *, cache_mb: float = DEFAULT_CACHE_MB,
                  box_padding: Any = None) -> None:
-        from server.neural_body.sparse_input import ZJU_PADDING
-
         self.dataset = dataset
         self.device = device
         self.frames = list(dataset.train_frames)
@@ -155,8 +153,6 @@ class TrainingData:
         return image, mask
 
     def sparse_input(self, frame: int) -> SparseInput:
-        from server.neural_body.sparse_input import prepare_sparse_input
-
         hit = self._inputs.get(frame)
         if hit is None:
             params = self.dataset.params(frame)
@@ -167,8 +163,6 @@ class TrainingData:
 
     def rays(self, view: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-image rays of a camera, on the CPU (sampling indexes them there)."""
-        from server.neural_body.rays import get_rays
-
         hit = self._rays.get(view)
         if hit is None:
             cam = self.dataset.cameras[view]
@@ -183,11 +177,6 @@ class TrainingData:
 def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0) -> torch.nn.Module:
     """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
     wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)."""
-    import torch
-    from torch import nn
-
-    from server.neural_body.volume_renderer import render_rays
-
     class RenderLoss(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -207,23 +196,6 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
     return RenderLoss()
 
 
-@dataclass
-class TrainConfig:
-    iters: int = DEFAULT_ITERS
-    rays: int = N_RAYS
-    n_samples: int = N_SAMPLES
-    lr: float = BASE_LR
-    epoch_iters: int = EPOCH_ITERS
-    decay_iters: float = DECAY_EPOCHS * EPOCH_ITERS
-    save_every: int = 5 * EPOCH_ITERS  # the original's save_latest_ep = 5
-    log_every: int = 100
-    seed: int = 0
-    cache_mb: float = DEFAULT_CACHE_MB
-    progress: bool = True
-    # Not in the original: weight of an MSE between the accumulated opacity and the body mask. On black backgrounds
-    # the colour loss alone cannot tell "transparent" from "opaque black", so actors trained without it may carry
-    # black fog inside the body's box; compositing needs a clean alpha.
-    mask_loss: float = 0.0
 
 
 @dataclass
@@ -239,10 +211,6 @@ class Trainer:
 
     def __init__(self, dataset: ZjuMocapDataset, device: torch.device, config: TrainConfig, *,
                  checkpoint_dir: Path | None = None, rank: int = 0, world_size: int = 1) -> None:
-        import torch
-
-        from server.neural_body.network import NeuralBodyNetwork
-
         self.dataset = dataset
         self.device = device
         self.config = config
@@ -266,8 +234,6 @@ class Trainer:
         torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
         self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss)
         if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [device.index] if device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
 
@@ -279,8 +245,6 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write ``latest.pt`` atomically (rank 0 only); returns its path."""
-        import torch
-
         path = self.checkpoint_path
         if path is None or self.rank != 0:
             return None
@@ -301,8 +265,6 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        import torch
-
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # damaged files raise many kinds
@@ -328,10 +290,6 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train_step(self) -> float:
-        import torch
-
-        from server.neural_body.ray_sampling import sample_rays
-
         frame = int(self.data.frames[self.rng.integers(len(self.data.frames))])
         view = int(self.data.views[self.rng.integers(len(self.data.views))])
         image, mask = self.data.image_and_mask(frame, view)
@@ -353,8 +311,6 @@ class Trainer:
         return float(colour.detach())  # the colour MSE (what PSNR is computed from), whatever else the loss holds
 
     def run(self) -> TrainResult:
-        from tqdm import tqdm
-
         cfg = self.config
         losses: list[float] = []
         start = time.perf_counter()
@@ -403,16 +359,12 @@ def mse_to_psnr(mse: float) -> float:
 
 def _body_model_name(dataset: ZjuMocapDataset) -> str:
     name = str(dataset.meta.get("body_model", "")) if dataset.is_synthetic else ""
-    if name == "demo" or name.startswith("smpl:"):
-        return name
-    return f"smpl:{name or 'neutral'}"  # ZJU-MoCap is fitted with the neutral SMPL model
+    return body_model_name(name or "neutral")  # ZJU-MoCap is fitted with the neutral SMPL model
 
 
 def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | None = None, name: str | None = None,
                 weights: str = "float32") -> Path:
     """Write the trained network with its manifest, motion (training frames) and shapes as an actor folder."""
-    from server.neural_body.actor import ActorManifest, Motion, save_actor
-
     dataset = trainer.dataset
     frames = list(dataset.train_frames)
     params = [dataset.params(f) for f in frames]
@@ -436,48 +388,14 @@ def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | Non
     return path
 
 
-# ---------------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------------------- processes
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="dataset folder in the ZJU-MoCap layout (holds annots.npy)")
-    parser.add_argument("--out", type=Path, required=True, help="actor folder to write")
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"total iterations ({DEFAULT_ITERS})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT.train/latest.pt")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--rays", type=int, default=N_RAYS, help=f"rays per step per GPU ({N_RAYS})")
-    parser.add_argument("--samples", type=int, default=N_SAMPLES, help=f"samples per ray ({N_SAMPLES})")
-    parser.add_argument("--lr", type=float, default=BASE_LR, help=f"initial learning rate ({BASE_LR})")
-    parser.add_argument("--epoch-iters", type=int, default=EPOCH_ITERS,
-                        help=f"iterations per epoch; the lr steps once per epoch ({EPOCH_ITERS})")
-    parser.add_argument("--lr-decay-iters", type=float, default=DECAY_EPOCHS * EPOCH_ITERS,
-                        help="iterations over which the lr falls tenfold (500000 = 1000 epochs, the original); "
-                             "lower it for short runs")
-    parser.add_argument("--save-every", type=int, default=5 * EPOCH_ITERS, help="checkpoint period in steps (2500)")
-    parser.add_argument("--log-every", type=int, default=100, help="log period in steps (100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--cache-mb", type=float, default=DEFAULT_CACHE_MB,
-                        help=f"memory for decoded images and masks ({DEFAULT_CACHE_MB} MB)")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint folder (default OUT.train)")
-    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
-    parser.add_argument("--mask-loss", type=float, default=0.0,
-                        help="weight of an extra MSE between rendered opacity and the body mask (0 = the original "
-                             "recipe; 0.1-1 gives the clean alpha compositing needs on black backgrounds)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--name", default=None, help="actor name in its manifest (default: the dataset's name)")
-    parser.add_argument("--weights", choices=("float32", "float16"), default="float32",
-                        help="precision of the saved weights (float16 halves the actor's size; loaded as float32)")
-
-
-def _init_distributed(device_name: str) -> tuple[int, int, Any]:
+def init_distributed(device_name: str) -> tuple[int, int, Any]:
     """(rank, world size, device) from torchrun's environment; a single process when WORLD_SIZE is unset/1."""
-    import torch
-
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return 0, 1, resolve_device(device_name)
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
@@ -486,61 +404,3 @@ def _init_distributed(device_name: str) -> tuple[int, int, Any]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world_size, device
 
-
-def run(args: argparse.Namespace) -> int:
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-
-    for name in ("iters", "rays", "samples", "epoch_iters", "log_every"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
-            return 2
-    if args.lr <= 0 or args.lr_decay_iters <= 0:
-        print("error: --lr and --lr-decay-iters must be positive", file=sys.stderr)
-        return 2
-    if not args.mask_loss >= 0:
-        print(f"error: --mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}", file=sys.stderr)
-        return 2
-    try:
-        rank, world_size, device = _init_distributed(args.device)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
-        config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
-                             epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
-                             save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss)
-        checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
-        trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
-        if args.resume:
-            if not trainer.checkpoint_path.is_file():
-                print(f"error: --resume: no checkpoint at {trainer.checkpoint_path}; run without --resume to "
-                      "start training", file=sys.stderr)
-                return 1
-            trainer.load_checkpoint(trainer.checkpoint_path)
-            if rank == 0:
-                print(f"resumed at step {trainer.step} from {trainer.checkpoint_path}")
-        elif rank == 0 and trainer.checkpoint_path.is_file():
-            print(f"note: {trainer.checkpoint_path} exists and will be overwritten (pass --resume to continue it)")
-        if rank == 0:
-            print(f"training {dataset.name}: {len(trainer.data.frames)} frames x {len(trainer.data.views)} views, "
-                  f"{trainer.network.num_vertices} vertices, {args.iters} iterations on {device}"
-                  f"{f' x {world_size} processes' if world_size > 1 else ''}")
-        result = trainer.run()
-        if rank == 0:
-            info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
-                    "mask_loss": args.mask_loss,
-                    "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
-                    "final_loss": result.losses[-1] if result.losses else None}
-            path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)
-            print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
-    except (DatasetError, ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if world_size > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    return 0

@@ -124,7 +124,7 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
                 raise RuntimeError("server did not answer /v1/health within 60 s")
             time.sleep(0.2)
         token_file = config / "neural-human" / "token"
-        from server.inference.actor_registry import BUNDLED_ACTORS_DIR
+        from server.inference.limits import BUNDLED_ACTORS_DIR
 
         yield Server(url, token_file.read_text().strip(), config, actors or BUNDLED_ACTORS_DIR, jobs, proc)
     finally:

@@ -11,18 +11,19 @@ from scipy.sparse import csr_matrix
 
 from server.body import demo_body_build
 from server.body.skeleton import DEMO_BODY_PATH
+from server.commands import build_demo_body
 
-SOURCE = demo_body_build.default_source()
+SOURCE = build_demo_body.default_source()
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    demo_body_build.add_arguments(parser)
+    build_demo_body.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo_body_build.run(parse(["--source", str(tmp_path), "--out", str(tmp_path / "x.npz")])) == 2
+    assert build_demo_body.run(parse(["--source", str(tmp_path), "--out", str(tmp_path / "x.npz")])) == 2
     assert "base.obj" in capsys.readouterr().out and not (tmp_path / "x.npz").exists()
 
 
@@ -37,7 +38,7 @@ def test_rotation_between() -> None:
 @pytest.mark.skipif(not SOURCE.is_dir(), reason=f"MakeHuman assets not at {SOURCE} (see shared/data/README.md)")
 def test_build_reproduces_committed_asset(tmp_path: Path) -> None:
     out = tmp_path / "demo_body.npz"
-    assert demo_body_build.run(parse(["--out", str(out)])) == 0
+    assert build_demo_body.run(parse(["--out", str(out)])) == 0
     with np.load(out) as built, np.load(DEMO_BODY_PATH) as committed:
         assert sorted(built.files) == sorted(committed.files)
         for key in built.files:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
@@ -50,44 +48,6 @@ def test_token_created_once_with_private_permissions(tmp_path, monkeypatch):
     assert not token_matches(f"Bearer {token}x", token) and not token_matches(f"Basic {token}", token)
 
 
-def test_queue_serialises_work():
-    from server.inference.model_queue import InferenceQueue
-
-    queue = InferenceQueue()
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def work() -> int:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.02)
-        with lock:
-            active[0] -= 1
-        return 1
-
-    results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(queue.run(work))) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == [1] * 6 and peak[0] == 1
-
-
-def test_queue_maps_out_of_memory_to_503():
-    from server.http.errors import ApiError
-    from server.inference.model_queue import InferenceQueue
-
-    def oom() -> None:
-        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    with pytest.raises(ApiError) as info:
-        InferenceQueue().run(oom)
-    assert info.value.status == 503 and info.value.code == "out_of_memory"
-    with pytest.raises(RuntimeError, match="other"):
-        InferenceQueue().run(lambda: (_ for _ in ()).throw(RuntimeError("other")))
-
-
 def _startup_log(log_path) -> str:
     return log_path.read_text()
 
@@ -96,7 +56,7 @@ def _startup_log(log_path) -> str:
 def test_serve_without_actors_serves_the_bundled_folder(tmp_path):
     import httpx
 
-    from server.inference.actor_registry import BUNDLED_ACTORS_DIR
+    from server.inference.limits import BUNDLED_ACTORS_DIR
     from server.neural_body.actor import MANIFEST_FILE
     from tests.server.live_server import running_server
 

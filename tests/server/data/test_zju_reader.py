@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from server.data import image_ops, zju_reader
+from server.commands import check_dataset
+from server.data import image_ops
 from server.data.zju_reader import DatasetError, ZjuMocapDataset, known_sequence
 from tests.server.data.zju_fixtures import replace_image, write_dataset
 
@@ -354,13 +355,13 @@ def test_bad_params_content(tmp_path):
 def test_check_dataset_command(tmp_path, capsys):
     fake = write_dataset(tmp_path / "seq", "23", num_frames=2, num_views=2)
     parser = argparse.ArgumentParser()
-    zju_reader.add_arguments(parser)
-    assert zju_reader.run(parser.parse_args([str(fake.root), "--deep"])) == 0
+    check_dataset.add_arguments(parser)
+    assert check_dataset.run(parser.parse_args([str(fake.root), "--deep"])) == 0
     out = capsys.readouterr().out
     assert '"num_views": 2' in out and "dataset complete" in out
     fake.image_path(1, 1).unlink()
-    assert zju_reader.run(parser.parse_args([str(fake.root)])) == 1
+    assert check_dataset.run(parser.parse_args([str(fake.root)])) == 1
     assert "missing: " + str(fake.image_path(1, 1)) in capsys.readouterr().out
     (fake.root / "annots.npy").unlink()
-    assert zju_reader.run(parser.parse_args([str(fake.root)])) == 1
+    assert check_dataset.run(parser.parse_args([str(fake.root)])) == 1
     assert "annots.npy: missing" in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""Memory pressure: loaded actors are unloaded least-recently-used first (--max-loaded, free GPU memory), an
-out-of-memory error frees the other actors and retries once; meshes share the per-pose feature cache with renders."""
+"""Memory pressure: loaded actors are unloaded least-recently-used first (--max-loaded, free GPU memory); meshes
+share the per-pose feature cache with renders (the out-of-memory retry: tests/server/inference/test_model_queue.py)."""
 
 from __future__ import annotations
 
@@ -147,37 +147,3 @@ def test_registry_keeps_free_gpu_memory_above_the_margin(actors, tmp_path, monke
     registry._make_room("d", 100)  # needs 1000 + 100 free: two unloads leave 1050, so the third goes too
     assert registry.loaded_ids() == [] and registry.evictions == 3
     assert len(registry.feature_cache) == 0
-
-
-def test_queue_frees_memory_and_retries_once_on_out_of_memory():
-    from server.http.errors import ApiError
-    from server.inference.model_queue import InferenceQueue
-
-    queue = InferenceQueue()
-    calls, relieved = [], []
-
-    def first_fails() -> str:
-        calls.append(1)
-        if len(calls) == 1:
-            raise torch_oom()
-        return "ok"
-
-    assert queue.run(first_fails, relieve=lambda: relieved.append(1)) == "ok"
-    assert len(calls) == 2 and relieved == [1] and queue.oom_retries == 1
-
-    def always_fails() -> None:
-        raise torch_oom()
-
-    with pytest.raises(ApiError) as info:
-        queue.run(always_fails, relieve=lambda: relieved.append(1))
-    assert info.value.status == 503 and info.value.code == "out_of_memory"
-    assert "even after unloading the other actors" in info.value.message and relieved == [1, 1]
-    with pytest.raises(ValueError):  # other errors are not retried
-        queue.run(lambda: (_ for _ in ()).throw(ValueError("bad")), relieve=lambda: relieved.append(1))
-    assert relieved == [1, 1]
-
-
-def torch_oom() -> Exception:
-    import torch
-
-    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

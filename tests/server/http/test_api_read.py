@@ -100,12 +100,13 @@ def test_escaping_actor_ids_rejected(server, raw_id, status):
 
 @pytest.mark.parametrize("actor_id", ["..", "/etc", "/", "a/../../b", ".", "", "x" * 200])
 def test_registry_refuses_escaping_ids(tmp_path, actor_id):
-    from server.http.errors import ApiError
+    from server.errors import InvalidActorId
+    from server.http.errors import status_of
     from server.inference.actor_registry import ActorRegistry
 
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(InvalidActorId) as info:
         ActorRegistry(tmp_path).folder(actor_id)
-    assert info.value.status == 400 and info.value.field == "id"
+    assert status_of(info.value) == 400 and info.value.field == "id"
 
 
 def test_unknown_route_is_json_404(server):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server.commands import evaluate as evaluate_command
 from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import evaluate, metrics
 from server.neural_body.actor import ActorManifest, Motion, save_actor
@@ -46,7 +47,7 @@ def _finite_numbers(node) -> list[float]:
 def test_evaluate_writes_json_with_all_keys_and_comparison_images(blob_actor, tmp_path, capsys):
     root, actor = blob_actor
     out = tmp_path / "eval" / "metrics.json"
-    code = evaluate.run(_args(str(actor), "--data", str(root), "--json", str(out), "--frame-interval", "2",
+    code = evaluate_command.run(_args(str(actor), "--data", str(root), "--json", str(out), "--frame-interval", "2",
                               "--device", "cpu", "--no-progress", "--mesh-voxel-size", "0.02",
                               "--mesh-threshold", "0", "--mesh-points", "5000"))
     assert code == 0, capsys.readouterr().err
@@ -89,7 +90,7 @@ def test_evaluate_refuses_a_mismatched_actor(blob_actor, tmp_path, capsys):
     network = random_network(50, 1)
     manifest = ActorManifest(name="other", body_model="demo", vertex_count=50, frames_trained=1)
     other = save_actor(tmp_path / "other", network, manifest, Motion.empty(), np.zeros(10, np.float32))
-    code = evaluate.run(_args(str(other), "--data", str(root), "--json", str(tmp_path / "m.json"), "--device", "cpu",
-                              "--no-progress"))
+    code = evaluate_command.run(_args(str(other), "--data", str(root), "--json", str(tmp_path / "m.json"),
+                                      "--device", "cpu", "--no-progress"))
     assert code == 1 and "vertices" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from server.commands import mesh as mesh_command
 from server.neural_body import mesh as mesh_mod
 from server.neural_body.mesh import Mesh, extract_mesh, extract_mesh_from_density, read_ply, signed_volume, write_ply
 from server.neural_body.sparse_input import prepare_sparse_input
@@ -139,8 +140,8 @@ def test_cli_meshes_an_amass_body_with_the_demo_body(tmp_path, capsys):
     body = {"global_orient": [0.0, 0.0, 0.0], "body_pose": [0.0] * 69, "transl": [0.0, 0.0, 0.0]}
     (tmp_path / "body.json").write_text(json.dumps(body))
     out = tmp_path / "m.ply"
-    code = mesh_mod.run(_mesh_args(str(tmp_path / "actor"), "--body", str(tmp_path / "body.json"), "--out", str(out),
-                                   "--voxel-size", "0.03", "--threshold", "0", "--device", "cpu"))
+    code = mesh_command.run(_mesh_args(str(tmp_path / "actor"), "--body", str(tmp_path / "body.json"), "--out",
+                                       str(out), "--voxel-size", "0.03", "--threshold", "0", "--device", "cpu"))
     assert code == 0, capsys.readouterr().err
     mesh = read_ply(out)
     posed = model.pose(body).vertices[0].numpy()
@@ -151,6 +152,6 @@ def test_cli_meshes_an_amass_body_with_the_demo_body(tmp_path, capsys):
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    code = mesh_mod.run(_mesh_args(str(tmp_path / "nope"), "--frame", "0", "--out", str(tmp_path / "m.ply"),
+    code = mesh_command.run(_mesh_args(str(tmp_path / "nope"), "--frame", "0", "--out", str(tmp_path / "m.ply"),
                                    "--device", "cpu"))
     assert code == 1 and "no such actor folder" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from server.commands import train as train_command
 from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import train
 from server.neural_body.actor import load_actor
@@ -46,7 +47,7 @@ def test_cli_trains_writes_a_loadable_actor_and_resumes(blob_root, tmp_path, cap
     out = tmp_path / "actor"
     common = ["--rays", "64", "--samples", "4", "--device", "cpu", "--no-progress", "--epoch-iters", "2",
               "--lr-decay-iters", "4"]
-    assert train.run(_train_args(str(blob_root), "--out", str(out), "--iters", "2", "--save-every", "1",
+    assert train_command.run(_train_args(str(blob_root), "--out", str(out), "--iters", "2", "--save-every", "1",
                                  *common)) == 0
     checkpoint = tmp_path / "actor.train" / "latest.pt"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -67,7 +68,7 @@ def test_cli_trains_writes_a_loadable_actor_and_resumes(blob_root, tmp_path, cap
         torch.testing.assert_close(value, state["net"][key])
 
     capsys.readouterr()
-    assert train.run(_train_args(str(blob_root), "--out", str(out), "--iters", "3", "--resume", *common)) == 0
+    assert train_command.run(_train_args(str(blob_root), "--out", str(out), "--iters", "3", "--resume", *common)) == 0
     assert "resumed at step 2" in capsys.readouterr().out
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert state["recorder"]["step"] == 3
@@ -99,20 +100,20 @@ def test_checkpoint_is_written_atomically(blob_root, tmp_path, monkeypatch):
 
 
 def test_resume_errors(blob_root, tmp_path, capsys):
-    code = train.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--iters", "1", "--resume",
+    code = train_command.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--iters", "1", "--resume",
                                  "--device", "cpu", "--no-progress"))
     assert code == 1 and "no checkpoint" in capsys.readouterr().err
     (tmp_path / "a.train").mkdir()
     (tmp_path / "a.train" / "latest.pt").write_bytes(b"not a checkpoint")
-    code = train.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--iters", "1", "--resume",
+    code = train_command.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--iters", "1", "--resume",
                                  "--device", "cpu", "--no-progress"))
     assert code == 1 and "unreadable checkpoint" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_refused(blob_root, tmp_path, capsys):
-    assert train.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--rays", "0")) == 2
+    assert train_command.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--rays", "0")) == 2
     assert "--rays must be >= 1" in capsys.readouterr().err
-    assert train.run(_train_args(str(tmp_path / "missing"), "--out", str(tmp_path / "a"), "--device", "cpu",
+    assert train_command.run(_train_args(str(tmp_path / "missing"), "--out", str(tmp_path / "a"), "--device", "cpu",
                                  "--no-progress")) == 1
     assert "no such directory" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""The `server` fixture: one real server over a tiny random actor for the HTTP tests (tests/server/live_server.py)."""
+"""The `server` fixture: a real server over a tiny random actor, shared by the server tests (see live_server.py)."""
 
 from __future__ import annotations
 
