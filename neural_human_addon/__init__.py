@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Neural Human: drive neural human actors from Blender rigs and cameras.
 
-The package root stays free of bpy imports so that its pure modules (``camera``, ...) can be imported by the
-server's data tools and by plain-Python unit tests; the bpy layer is imported in ``register()``.
+``core/`` never imports bpy (the server and plain-Python tests import it); ``blender/`` is the bpy shell. This file
+only registers the shell's modules, importing them in ``register()`` so the package root stays free of bpy.
 """
 
 # bpy modules with register()/unregister(), in registration order (properties before the operators that use them)
-_BPY_MODULES: tuple[str, ...] = ("preferences", "properties", "job_session", "operators", "panel")
+_BPY_MODULES: tuple[str, ...] = (
+    "blender.preferences", "blender.properties", "blender.job_session", "blender.operators", "blender.panel",
+)
 
 
 def register() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from server.cli import build_parser
+from server.commands.cli import build_parser
 
 
 def command_args(command: str, *argv: str) -> argparse.Namespace:

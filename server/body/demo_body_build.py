@@ -8,15 +8,16 @@ MakeHuman shape targets (component 0 = height). Output: an .npz in SMPL's layout
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import nnls
+from scipy.sparse import csr_matrix
 
-from server.atomic_files import atomic_path
+from neural_human_addon.core.atomic_files import atomic_path
 from server.body import makehuman as mh
-from server.body.layout import SMPL_JOINT_NAMES, SMPL_PARENTS
+from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 
 DM_TO_M = 0.1
 PELVIS_TARGET_M = np.array([0.0, -0.23, 0.03])  # where SMPL's template has its pelvis joint, roughly
@@ -261,8 +262,6 @@ def fit_regressor(
     joint_rest: np.ndarray, joint_dirs: np.ndarray, v_rest: np.ndarray, v_dirs: np.ndarray, candidates: np.ndarray
 ) -> np.ndarray:
     """Non-negative vertex weights (sum 1) whose weighted mean reproduces one joint across the shape space."""
-    from scipy.optimize import nnls
-
     rows = [v_rest[candidates].T] + [d[candidates].T for d in v_dirs]  # each (3,C)
     targets = [joint_rest] + list(joint_dirs)
     a = np.concatenate(rows + [np.full((1, len(candidates)), 10.0)])
@@ -375,8 +374,6 @@ def build(source: Path) -> DemoBody:
 
 
 def save(body: DemoBody, out: Path) -> None:
-    from scipy.sparse import csr_matrix
-
     reg = csr_matrix(body.joint_regressor.astype(np.float32))
     arrays = {
         "format": np.array(FORMAT),
@@ -397,29 +394,3 @@ def save(body: DemoBody, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, mode=0o644) as tmp, open(tmp, "wb") as f:  # 0644: the model is a shared asset
         np.savez_compressed(f, **arrays)
-
-
-def default_source() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "makehuman"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.body.layout import DEMO_BODY_PATH
-
-    parser.add_argument("--source", type=Path, default=default_source(), help="folder with the MakeHuman assets")
-    parser.add_argument("--out", type=Path, default=DEMO_BODY_PATH, help="output .npz")
-
-
-def run(args: argparse.Namespace) -> int:
-    source = Path(args.source)
-    missing = [n for n in ("base.obj", "default.mhskel", "default_weights.mhw", "targets_young_subset.npz")
-               if not (source / n).is_file()]
-    if missing:
-        print(f"error: {source} lacks {', '.join(missing)}; pass --source with the MakeHuman assets folder")
-        return 2
-    body = build(source)
-    save(body, Path(args.out))
-    for k, v in body.report.items():
-        print(f"{k}: {v:.4f}")
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
-    return 0

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from smplx.lbs import batch_rodrigues, lbs
 
-from server.body.layout import DEMO_BODY_PATH, SMPL_JOINT_NAMES, SMPL_MIRROR_PAIRS, SMPL_PARENTS
 from server.body.model_file import ModelArrays, read_model_file
 from server.body.params import NUM_BETAS, to_easymocap
+from server.body.skeleton import DEMO_BODY_PATH, SMPL_JOINT_NAMES, SMPL_MIRROR_PAIRS, SMPL_PARENTS
+from server.errors import BodyModelMissing, InvalidInput
 
 __all__ = [
     "DEMO_BODY_PATH",
@@ -88,8 +90,6 @@ class BodyModel(torch.nn.Module):
 
     def forward(self, poses: torch.Tensor, shapes: torch.Tensor, Rh: torch.Tensor, Th: torch.Tensor) -> BodyOutput:  # noqa: N803
         """Posed world vertices and joints for (B,72) poses, (B,10) shapes, (B,3) Rh, (B,3) Th."""
-        from smplx.lbs import batch_rodrigues, lbs
-
         poses = poses.to(self.v_template)
         if poses.ndim != 2 or poses.shape[1] != 72:
             raise ValueError(f"poses must have shape (B, 72), got {tuple(poses.shape)}")
@@ -135,3 +135,41 @@ def load_body_model(path: str | Path | None = None, device: str | torch.device =
     if path is None and not target.is_file():
         raise FileNotFoundError(f"demo body not found at {target}; build it with `python -m server build-demo-body`")
     return BodyModel(read_model_file(target)).to(device)
+
+
+# --- body-model names ("demo" | "smpl:<path or name>"): parsed here and nowhere else ---------------------------------
+
+DEMO_BODY_MODEL = "demo"
+SMPL_PREFIX = "smpl:"
+
+
+def body_model_name(value: str) -> str:
+    """The manifest spelling of a body model: ``demo``, or ``smpl:<path or name>`` (a bare path or name gets the
+    prefix)."""
+    if value == DEMO_BODY_MODEL or value.startswith(SMPL_PREFIX):
+        return value
+    return f"{SMPL_PREFIX}{value}"
+
+
+def check_body_model_name(name: str) -> None:
+    """Raise InvalidInput unless ``name`` is ``demo`` or ``smpl:<path or name>``."""
+    if not (name == DEMO_BODY_MODEL or name.startswith(SMPL_PREFIX)):
+        raise InvalidInput(f"body_model must be 'demo' or 'smpl:<path or name>'; got {name!r}", "body_model")
+
+
+def body_model_file(name: str) -> Path | None:
+    """The model file of a body-model name: None for the bundled demo body, else the SMPL file, which must exist on
+    this machine (BodyModelMissing otherwise: SMPL files are licensed and never shipped)."""
+    check_body_model_name(name)
+    if name == DEMO_BODY_MODEL:
+        return None
+    path = Path(name[len(SMPL_PREFIX):])
+    if not path.is_file():
+        raise BodyModelMissing(f"the SMPL model {str(path)!r} is not a file on this machine; place your SMPL model "
+                               "file there", "body_model")
+    return path
+
+
+def resolve_body_model(name: str, device: str | torch.device = "cpu") -> BodyModel:
+    """Load the body model named ``demo`` or ``smpl:<path>`` (see body_model_file)."""
+    return load_body_model(body_model_file(name), device=device)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 REQUIRED = ("v_template", "shapedirs", "J_regressor", "weights", "kintree_table", "f")
 
@@ -84,8 +85,6 @@ def _read_npz(path: Path) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     if "J_regressor" not in data and "J_regressor_data" in data:  # demo layout: CSR pieces
-        from scipy.sparse import csr_matrix
-
         n_verts = data["v_template"].shape[0]
         n_joints = len(data["J_regressor_indptr"]) - 1
         data["J_regressor"] = csr_matrix(

@@ -22,18 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from server.errors import InvalidInput
+
 NUM_BETAS = 10
 MAX_BETAS = 300
 POSE_LENGTHS = (72, 156, 165)
 MAX_BATCH = 100_000
 
 
-class BodyParamsError(ValueError):
-    """Bad body parameters; ``field`` names the offending field, the message says how to fix it."""
+class BodyParamsError(InvalidInput):
+    """Bad body parameters; ``field`` names the offending field of the body, the message says how to fix it."""
+
+    code = "invalid_body"
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"body.{field}: {message}")
-        self.field = field
+        super().__init__(f"body.{field}: {message}", field)
 
 
 def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:

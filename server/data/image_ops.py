@@ -3,17 +3,43 @@
 Conventions follow OpenCV, which Neural Body's data loader uses: pixel centres at integer coordinates,
 distortion model (k1, k2, p1, p2, k3), ``cv2.undistort`` = for every output pixel apply the forward
 distortion and sample the input (bilinear, zero outside), ``INTER_AREA`` = area-weighted box filter,
-``INTER_NEAREST`` = ``src = floor(dst * scale)``.
+``INTER_NEAREST`` = ``src = floor(dst * scale)``. Also the one PNG writer of the server (``png_bytes``, ``save_png``).
 """
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage, sparse
+
+from neural_human_addon.core.atomic_files import write_bytes_atomic
 
 BAND_VALUE = 100  # "don't care" label of the mask border band (Neural Body's get_mask)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (float, any channels) -> uint8 0..255, rounded; uint8 input is returned as it is."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A PNG of an (H,W) grey, (H,W,3) RGB or (H,W,4) RGBA image, uint8 or floats in [0, 1]; row 0 = top."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write ``image`` (see png_bytes) as a PNG file, atomically, readable by everyone (0644); makes the folder."""
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    write_bytes_atomic(path, png_bytes(image), mode=0o644)
 
 
 def distort_normalized(x: np.ndarray, y: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +98,6 @@ def undistort_map(K: np.ndarray, dist: np.ndarray, width: int, height: int) -> U
 
 def sampling_map(src_x: np.ndarray, src_y: np.ndarray) -> UndistortMap:
     """Map for sampling an (H,W) input at input pixel coordinates ``(src_x, src_y)``, one per output pixel."""
-    from scipy import sparse
-
     height, width = src_x.shape
     pitch = width + 2  # row length of the padded image
     sx, sy = src_x.reshape(-1) + 1.0, src_y.reshape(-1) + 1.0  # padded coordinates
@@ -167,8 +191,6 @@ def mask_with_band(foreground: np.ndarray, border: int = 5) -> np.ndarray:
     Matches Neural Body's ``get_mask`` (``cv2.erode``/``cv2.dilate`` with a ones((5,5)) kernel; OpenCV's
     default border neither erodes nor dilates, hence ``border_value`` 1 for the erosion).
     """
-    from scipy import ndimage
-
     mask = np.asarray(foreground, dtype=bool).astype(np.uint8)
     # A square structuring element is separable: min/max filters are the fast binary erosion/dilation.
     eroded = ndimage.minimum_filter(mask, size=border, mode="constant", cval=1)

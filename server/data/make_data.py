@@ -12,7 +12,6 @@ interrupted or failed run leaves nothing behind.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -23,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from neural_human_addon.camera import (
+from neural_human_addon.core.camera import (
     BlenderCameraSettings,
     CameraError,
     PinholeCamera,
@@ -35,20 +35,22 @@ from neural_human_addon.camera import (
     look_at_matrix_world,
     render_size,
 )
-
-if TYPE_CHECKING:
-    from server.data.synthetic_poses import Motion
+from server.body.model import load_body_model
+from server.data import synthetic_poses as poses_lib
+from server.data.image_ops import save_png
+from server.data.synthetic_poses import Motion
+from server.data.synthetic_scene import RenderSettings, SyntheticScene, encode_srgb
+from server.data.synthetic_texture import body_texture
+from server.errors import NeuralHumanError
 
 DATASET_FORMAT = "neural-human-zju/1"
 
 
-class MakeDataError(Exception):
+class MakeDataError(NeuralHumanError):
     """A misconfigured run (bad output folder, missing body model, bad camera rig); the message says the fix."""
 
 
 def _tiny_motion() -> tuple[Motion, Motion]:
-    from server.data import synthetic_poses as poses_lib
-
     clip = poses_lib.amass_clip()
     train = poses_lib.concatenate([poses_lib.walk_circle(16).subsample(2), clip.subsample(2)])
     novel = poses_lib.concatenate([poses_lib.squat_and_reach(5).select([2]), poses_lib.kick_and_wave(5).select([2])])
@@ -56,8 +58,6 @@ def _tiny_motion() -> tuple[Motion, Motion]:
 
 
 def _demo_motion() -> tuple[Motion, Motion]:
-    from server.data import synthetic_poses as poses_lib
-
     train = poses_lib.concatenate([
         poses_lib.walk_circle(32, radius=0.45, steps_per_circle=8),
         poses_lib.amass_clip(heading0=0.3, turn=np.pi).subsample(24),  # captured motion, turning half a turn
@@ -132,13 +132,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 # ---------------------------------------------------------------------------- writing
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
 def _frame_relpath(view: int, frame: int) -> str:
     return f"{view:02d}/{frame:06d}.png"
 
@@ -199,9 +192,6 @@ def generate(preset: Preset | str, out: str | Path, *, force: bool = False,
     if importlib.util.find_spec("bpy") is None:
         raise MakeDataError("make-data renders with Blender's Python module: install it with `pip install "
                             "bpy==5.0.1` (Python 3.11), as `make setup` does")
-    from server.body.model import load_body_model
-    from server.data import synthetic_poses as poses_lib
-
     try:
         model = load_body_model()
         train_motion, novel_motion = preset.motion()
@@ -230,9 +220,6 @@ def _render_dataset(root: Path, preset: Preset, model: Any, params: dict[str, np
                     rig: Sequence[BlenderCameraSettings], size: tuple[int, int], train_views: list[int],
                     test_views: list[int], train_frames: list[int], novel_frames: list[int],
                     progress: bool) -> dict[str, Any]:
-    from server.data.synthetic_scene import RenderSettings, SyntheticScene
-    from server.data.synthetic_texture import body_texture
-
     start = time.perf_counter()
     faces = np.ascontiguousarray(model.faces, dtype=np.int32)
     rest = model.v_template.cpu().numpy()
@@ -265,10 +252,6 @@ def _render_dataset(root: Path, preset: Preset, model: Any, params: dict[str, np
 def _write_frames(root: Path, scene: Any, params: dict[str, np.ndarray], faces: np.ndarray,
                   rig: Sequence[BlenderCameraSettings], name: str, progress: bool) -> None:
     """SMPL parameters, GT meshes and the rendered images + masks of every frame and view."""
-    from tqdm import tqdm
-
-    from server.data.synthetic_scene import encode_srgb
-
     num_frames = len(params["poses"])
     (root / "params").mkdir()
     (root / "vertices").mkdir()
@@ -286,30 +269,9 @@ def _write_frames(root: Path, scene: Any, params: dict[str, np.ndarray], faces: 
                 rgba = scene.render()
                 rel = _frame_relpath(view, frame)
                 rgb = np.round(encode_srgb(rgba[..., :3]) * 255).astype(np.uint8)  # premultiplied: black bg
-                _save_png(root / "images" / rel, rgb)
-                _save_png(root / "mask_cihp" / "images" / rel, np.where(rgba[..., 3] > 0.5, 255, 0).astype(np.uint8))
+                save_png(root / "images" / rel, rgb)
+                save_png(root / "mask_cihp" / "images" / rel, np.where(rgba[..., 3] > 0.5, 255, 0).astype(np.uint8))
                 bar.update(1)
 
 
 # ---------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                        help="tiny: 4 views, 6 frames, 64x64 (seconds); demo: 8 views, 68 train + 16 novel-pose "
-                             "frames, 384x384 (about 20 min on 2 CPU cores)")
-    parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
-    parser.add_argument("--samples", type=int, default=None, help="Cycles samples per pixel (default: the preset's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        meta = generate(args.preset, args.out, force=args.force, samples=args.samples, progress=not args.quiet)
-    except MakeDataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {meta['num_frames']} frames x {meta['num_views']} views ({meta['image_size'][0]}x"
-          f"{meta['image_size'][1]}) to {Path(args.out)} in {meta['render_seconds']} s of rendering")
-    return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
 
 NUM_JOINTS = 24
@@ -184,8 +185,6 @@ def to_world_params(model: Any, motion: Motion, shapes: np.ndarray | None = None
     Returns {'poses' (N,72), 'shapes' (N,10), 'Rh' (N,3), 'Th' (N,3), 'vertices' (N,V,3), 'joints' (N,24,3)},
     float32, with each frame's lowest vertex at z = 0 and its pelvis above ``ground_xy``.
     """
-    import torch
-
     n = len(motion)
     poses = body_poses(motion).astype(np.float32)
     rh = world_rotations(motion).astype(np.float32)

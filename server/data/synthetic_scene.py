@@ -1,8 +1,10 @@
 """Blender (bpy, Cycles CPU) scene of the synthetic dataset: the textured demo body, a fixed light rig, cameras.
 
-Only this module (and the camera reader it uses, ``neural_human_addon.scene_camera``) touches bpy; import it
-inside functions. The world is Blender's Z-up. Renders are read back as linear, premultiplied RGBA (OpenEXR), so
-compositing on the black background is the colour itself; :func:`encode_srgb` then gives the stored 8-bit values.
+The one module of the server's libraries that imports bpy (make-data, the only user, runs it in the bpy module).
+Cameras are written and read back through the add-on core's field mapping (``read_blender_settings``), so ground
+truth uses the project's one Blender -> OpenCV conversion. The world is Blender's Z-up. Renders are read back as
+linear, premultiplied RGBA (OpenEXR), so compositing on the black background is the colour itself;
+:func:`encode_srgb` then gives the stored 8-bit values.
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import bpy
+import mathutils
 import numpy as np
 
-from neural_human_addon.camera import BlenderCameraSettings, PinholeCamera
+from neural_human_addon.core.camera import (
+    BlenderCameraSettings,
+    PinholeCamera,
+    blender_to_pinhole,
+    look_at_matrix_world,
+    read_blender_settings,
+    write_blender_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,6 @@ def _cycles_has_oidn() -> bool:
 
 def _body_material(name: str, texture: np.ndarray):
     """(material, image): a Principled BSDF whose base colour is the (H,W,3) uint8 sRGB texture (row 0 = bottom)."""
-    import bpy
-
     h, w = texture.shape[:2]
     image = bpy.data.images.new(f"{name}_texture", width=w, height=h, alpha=False)
     image.colorspace_settings.name = "sRGB"
@@ -93,11 +102,6 @@ def _body_material(name: str, texture: np.ndarray):
 
 def _area_light(scene, name: str, location: tuple[float, float, float], target: tuple[float, float, float],
                 power: float, size: float, colour: tuple[float, float, float]):
-    import bpy
-    import mathutils
-
-    from neural_human_addon.camera import look_at_matrix_world
-
     light = bpy.data.lights.new(name, type="AREA")
     light.energy, light.size, light.color = power, size, colour
     obj = bpy.data.objects.new(name, light)
@@ -115,8 +119,6 @@ class SyntheticScene:
 
     def __init__(self, faces: np.ndarray, face_uvs: np.ndarray, rest_vertices: np.ndarray, texture: np.ndarray,
                  render: RenderSettings, work_dir: Path):
-        import bpy
-
         window = bpy.context.window
         if window is None:
             raise RuntimeError("bpy has no window to render from; run make-data with the bpy module or blender -b")
@@ -144,8 +146,6 @@ class SyntheticScene:
 
     def close(self) -> None:
         """Remove the scene and its datablocks; restore the window's previous scene."""
-        import bpy
-
         if self._previous_scene is not None and self._previous_scene.name in bpy.data.scenes:
             self._window.scene = self._previous_scene
         try:
@@ -155,8 +155,6 @@ class SyntheticScene:
         self._created.clear()
 
     def _setup_render(self, render: RenderSettings) -> None:
-        import bpy
-
         scene = self.scene
         scene.render.engine = "CYCLES"
         scene.cycles.device = "CPU"
@@ -196,8 +194,6 @@ class SyntheticScene:
 
     def _build_body(self, faces: np.ndarray, face_uvs: np.ndarray, rest_vertices: np.ndarray,
                     texture: np.ndarray) -> None:
-        import bpy
-
         mesh = self._keep(bpy.data.meshes.new("body"))
         mesh.from_pydata(rest_vertices.astype(np.float64).tolist(), [], faces.astype(np.int64).tolist())
         uv = mesh.uv_layers.new(name="UVMap")
@@ -229,18 +225,16 @@ class SyntheticScene:
 
     def set_camera(self, settings: BlenderCameraSettings) -> PinholeCamera:
         """Point the scene camera + render settings at one view; returns the camera as Blender will render it,
-        read back from the scene through the add-on's camera reader (the project's one conversion)."""
-        from neural_human_addon import scene_camera
-
-        scene_camera.apply_camera_settings(self.camera, self.scene, settings)
+        read back from the evaluated scene through the add-on core's conversion (the project's one conversion)."""
+        write_blender_settings(settings, self.camera.data, self.scene.render)
+        self.camera.matrix_world = mathutils.Matrix(np.asarray(settings.matrix_world, dtype=np.float64).tolist())
         view_layer = self.scene.view_layers[0]
         view_layer.update()
-        return scene_camera.scene_pinhole_camera(self.scene, self.camera, view_layer.depsgraph)
+        evaluated = self.camera.evaluated_get(view_layer.depsgraph)
+        return blender_to_pinhole(read_blender_settings(evaluated.data, self.scene.render, evaluated.matrix_world))
 
     def render(self) -> np.ndarray:
         """Render the current view: (H,W,4) float32 linear premultiplied RGBA, row 0 = top."""
-        import bpy
-
         fd, path = tempfile.mkstemp(suffix=".exr", dir=self.work_dir)
         os.close(fd)
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 SKIN, SHIRT, TROUSERS, SHOES, HAIR = range(5)
 REGION_NAMES = ("skin", "shirt", "trousers", "shoes", "hair")
@@ -154,8 +155,6 @@ def body_texture(rest_vertices: np.ndarray, rest_joints: np.ndarray, vertex_part
 
     Texels no UV triangle covers take the colour of the nearest covered texel, so seams do not bleed black.
     """
-    from scipy import ndimage
-
     if face_uvs.shape != (len(faces), 3, 2):
         raise ValueError(f"face_uvs must have shape ({len(faces)}, 3, 2), got {face_uvs.shape}")
     marks = landmarks(rest_vertices, rest_joints)

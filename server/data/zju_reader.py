@@ -7,7 +7,6 @@ and for synthetic datasets dataset.json and faces.npy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -17,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from server.data import image_ops
+from server.errors import NeuralHumanError
 
 DATASET_FORMAT = "neural-human-zju/"  # prefix of dataset.json "format" (version after the slash)
 DEFAULT_TRAIN_VIEWS = (0, 6, 12, 18)
@@ -53,7 +54,7 @@ def known_sequence(name: str) -> str | None:
     return match.group(1) if match and match.group(1) in KNOWN_SEQUENCES else None
 
 
-class DatasetError(Exception):
+class DatasetError(NeuralHumanError):
     """A dataset that cannot be read: the message names the file and what to do about it."""
 
 
@@ -558,8 +559,6 @@ class ZjuMocapDataset:
         return self._faces
 
     def _image_size(self, path: Path) -> tuple[int, int]:
-        from PIL import Image
-
         self._require(path, "image")
         try:
             with Image.open(path) as im:
@@ -578,8 +577,6 @@ class ZjuMocapDataset:
                                             f"{expected[0]}x{expected[1]}"]
 
     def _read_pixels(self, path: Path, what: str, view: int) -> np.ndarray:
-        from PIL import Image
-
         self._require(path, what)
         try:
             with Image.open(path) as im:
@@ -646,29 +643,3 @@ def _frame_id_from_name(relpath: str) -> int | None:
 
 
 # ---------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="dataset folder (holds annots.npy)")
-    parser.add_argument("--deep", action="store_true", help="also open every file (slow: reads the whole dataset)")
-    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: 0.5 real ZJU, dataset.json)")
-    parser.add_argument("--train-views", type=int, nargs="+", default=None, help="training camera indices")
-    parser.add_argument("--begin-frame", type=int, default=None, help="first training frame index")
-    parser.add_argument("--num-train-frames", type=int, default=None, help="number of training frames")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        dataset = ZjuMocapDataset(args.root, ratio=args.ratio, train_views=args.train_views,
-                                  begin_frame=args.begin_frame, num_train_frames=args.num_train_frames)
-    except DatasetError as err:
-        print(f"error: {err}")
-        return 1
-    print(json.dumps(dataset.summary(), indent=2))
-    problems = dataset.validate(deep=args.deep)
-    for line in problems[:200]:
-        print(line)
-    if len(problems) > 200:
-        print(f"... and {len(problems) - 200} more")
-    print(f"{len(problems)} problem(s)" if problems else "dataset complete")
-    return 1 if problems else 0

@@ -1,8 +1,6 @@
-"""HTTP API v1 of the inference server (DESIGN.md §4): a thin FastAPI shell that validates, queues and serialises.
+"""HTTP API v1 of the inference server (DESIGN.md §4, docs/API.md): a thin FastAPI shell over server.inference.
 
-- ``app.create_app(actors_root, token, device) -> FastAPI``
-- ``actor_registry.ActorRegistry``: actor folders under a root, loaded on first use, unloaded least recently used
-  first under memory pressure; ``actor_registry.BUNDLED_ACTORS_DIR`` (server/actors) is ``serve``'s default root
-- ``auth.load_or_create_token``: the bearer token in the user's config dir
-- ``inference.InferenceQueue``: serialises model work (one GPU, many clients), retries once after freeing memory
+- ``app.create_app(actors_root, token, device) -> FastAPI``: state, error handlers, routers
+- ``routers/``: health, actors, jobs; ``schemas``: request and response models; ``dependencies``: the service,
+  the jobs and the token check; ``errors``: the server's errors as JSON answers; ``auth``: the token file
 """

@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from server.atomic_files import write_bytes_atomic
+from neural_human_addon.core.atomic_files import write_bytes_atomic
 
 TOKEN_BYTES = 32
 

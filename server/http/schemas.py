@@ -1,18 +1,24 @@
-"""Request models of API v1 (DESIGN.md §4); field names are the contract. Validation errors name the field."""
+"""Request and response models of API v1 (DESIGN.md §4, docs/API.md); field names are the contract. Validation errors
+name the field. Response models let /openapi.json document the answers; they allow extra fields, so adding a field
+to an answer never drops it."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-MAX_SIDE = 4096
-MAX_PIXELS = 4096 * 2304  # 4K UHD-ish; larger frames go through tiles/jobs, not one request
-MIN_VOXEL_SIZE = 0.002  # metres; finer grids take minutes per pose and gigabytes
-MAX_VOXEL_SIZE = 0.2
-DEFAULT_VOXEL_SIZE = 0.005
-MAX_MESH_GRID_POINTS = 50_000_000
+from neural_human_addon.core.camera import PinholeCamera
+from server.inference.jobs import FrameSpec, JobSpec
+from server.inference.limits import (
+    DEFAULT_VOXEL_SIZE,
+    MAX_JOB_FRAMES,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_VOXEL_SIZE,
+    MIN_VOXEL_SIZE,
+)
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Output = Literal["rgba", "depth"]
@@ -49,8 +55,6 @@ class Camera(BaseModel):
     @field_validator("R")
     @classmethod
     def _check_r(cls, r: list[list[float]]) -> list[list[float]]:
-        import numpy as np
-
         _matrix(r, "R")
         m = np.asarray(r, dtype=np.float64)
         if not np.allclose(m @ m.T, np.eye(3), atol=1e-3) or np.linalg.det(m) <= 0:
@@ -70,6 +74,10 @@ class Camera(BaseModel):
             raise ValueError(f"width x height = {self.width * self.height} pixels exceeds the limit of {MAX_PIXELS}")
         return self
 
+    def to_pinhole(self) -> PinholeCamera:
+        return PinholeCamera(np.asarray(self.K, np.float64), np.asarray(self.R, np.float64),
+                             np.asarray(self.T, np.float64), self.width, self.height)
+
 
 class RenderRequest(BaseModel):
     body: dict[str, Any]
@@ -85,23 +93,6 @@ class MeshRequest(BaseModel):
     appearance_frame: StrictInt | None = Field(default=None, ge=0)
 
 
-def check_appearance_frame(value: int | None, frames_trained: int) -> int:
-    """The appearance code to use: the given frame, else the last trained one (Neural Body's choice for new poses)."""
-    from server.http.errors import ApiError
-
-    if value is None:
-        return frames_trained - 1
-    if not 0 <= value < frames_trained:
-        raise ApiError(422, "invalid_request", f"appearance_frame must be in 0..{frames_trained - 1} (the actor's "
-                       f"trained frames); got {value}", "appearance_frame")
-    return value
-
-
-def grid_points(extent: tuple[float, float, float], voxel_size: float) -> int:
-    return math.prod(math.ceil(e / voxel_size) + 1 for e in extent)
-
-
-MAX_JOB_FRAMES = 100_000
 JobOutput = Literal["rgba", "depth", "mesh"]
 
 
@@ -120,3 +111,99 @@ class JobRequest(BaseModel):
     voxel_size: FiniteFloat = Field(default=DEFAULT_VOXEL_SIZE, ge=MIN_VOXEL_SIZE, le=MAX_VOXEL_SIZE)
     colors: bool = True
     appearance_frame: StrictInt | None = Field(default=None, ge=0)
+
+    def to_spec(self) -> JobSpec:
+        frames = [FrameSpec(f.frame, f.body, f.camera.to_pinhole() if f.camera is not None else None)
+                  for f in self.frames]
+        return JobSpec(self.actor, list(self.outputs), frames, self.voxel_size, self.colors, self.appearance_frame)
+
+
+# --- answers ------------------------------------------------------------------------------------------------------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(_Answer):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorAnswer(_Answer):
+    """Every error: 4xx for bad input, 404 for unknown ids, 401 for a missing or wrong token, 503 when out of GPU
+    memory or busy, 507 when the disk is full."""
+
+    error: ErrorBody
+
+
+class DeviceInfo(_Answer):
+    type: str  # cuda | cpu
+    name: str | None = None
+    free_memory_bytes: int | None = None
+    total_memory_bytes: int | None = None
+
+
+class Health(_Answer):
+    status: str
+    api_version: str
+    server_version: str
+    device: DeviceInfo
+    loaded_actors: list[str]
+    queue_waiting: int
+    feature_cache: dict[str, Any]  # entries, bytes, budget_bytes, hits, misses
+    memory: dict[str, Any]  # max_loaded, min_free_gpu_bytes, lru_order, evictions, oom_retries
+
+
+class ActorInfo(_Answer):
+    id: str
+    name: str
+    frames: int
+    body_model: str
+    up_axis: str
+    bounds: Any = None  # [[min x, y, z], [max x, y, z]] in actor world metres, or null
+    loaded: bool
+
+
+class ActorList(_Answer):
+    actors: list[ActorInfo]
+
+
+class Skeleton(_Answer):
+    names: list[str]  # the 24 SMPL joints
+    parents: list[int]  # 24, -1 for the root
+    joints: list[list[float]]  # (24, 3) rest joints of the actor's shape, metres
+    shapes: list[float]
+    up_axis: str
+
+
+class MotionFrame(_Answer):
+    poses: list[float]  # 72, axis-angle
+    shapes: list[float]
+    Rh: list[float]  # noqa: N815 (wire name)
+    Th: list[float]  # noqa: N815 (wire name)
+
+
+class Motion(_Answer):
+    fps: float
+    frames: list[MotionFrame]
+
+
+class Unloaded(_Answer):
+    id: str
+    unloaded: bool
+    loaded_actors: list[str]
+
+
+class JobStatus(_Answer):
+    id: str
+    actor: str
+    state: Literal["queued", "running", "done", "cancelled", "failed"]
+    done: int
+    total: int
+    eta_s: float | None = None
+    elapsed_s: float
+    errors: dict[str, str]  # frame number -> message
+    frames_done: list[int]
+    message: str | None = None

@@ -33,6 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from server.body.model import check_body_model_name
+from server.errors import InvalidInput, NeuralHumanError
+from server.neural_body.batchnorm_mode import set_batchnorm_mode
+from server.neural_body.config import BATCHNORM_MODES
+from server.neural_body.network import NeuralBodyNetwork, state_dict_problems
 
 ACTOR_FORMAT = "neural-human-actor/1"
 MODEL_FILE = "model.pt"
@@ -42,7 +49,7 @@ SHAPES_FILE = "shapes.npy"
 ACTOR_FILES = (MODEL_FILE, MANIFEST_FILE, MOTION_FILE, SHAPES_FILE)
 
 
-class ActorError(Exception):
+class ActorError(NeuralHumanError):
     """An actor folder that cannot be saved or loaded; the message names the file and the fix."""
 
 
@@ -81,13 +88,13 @@ class ActorManifest:
         return manifest
 
     def validate(self, source: str = MANIFEST_FILE) -> None:
-        from server.neural_body.batchnorm_mode import BATCHNORM_MODES
-
         if self.vertex_count < 2 or self.frames_trained < 1:
             raise ActorError(f"{source}: vertex_count and frames_trained must be positive; got "
                              f"{self.vertex_count}, {self.frames_trained}")
-        if not (self.body_model == "demo" or self.body_model.startswith("smpl:")):
-            raise ActorError(f"{source}: body_model must be 'demo' or 'smpl:<path or name>'; got {self.body_model!r}")
+        try:
+            check_body_model_name(self.body_model)
+        except InvalidInput as err:
+            raise ActorError(f"{source}: {err}") from None
         if self.up_axis not in ("x", "y", "z", "-x", "-y", "-z"):
             raise ActorError(f"{source}: up_axis must be one of x, y, z (optionally negated); got {self.up_axis!r}")
         if self.batchnorm not in BATCHNORM_MODES:
@@ -152,8 +159,6 @@ def save_actor(directory: str | os.PathLike[str], network: Any, manifest: ActorM
                shapes: np.ndarray, weights: str = "float32") -> Path:
     """Write an actor folder atomically (temp folder next to it, then rename); returns its path. ``weights="float16"``
     stores the floating-point tensors in half precision (half the size; they load back as float32)."""
-    import torch
-
     if weights not in ("float32", "float16"):
         raise ActorError(f"weights must be 'float32' or 'float16', got {weights!r}")
     target = Path(directory)
@@ -219,11 +224,6 @@ def _load_motion(path: Path) -> Motion:
 
 def load_actor(directory: str | os.PathLike[str], device: str | Any = "cpu") -> Actor:
     """Load and check an actor folder; the network is on ``device`` in eval mode."""
-    import torch
-
-    from server.neural_body.batchnorm_mode import set_batchnorm_mode
-    from server.neural_body.network import NeuralBodyNetwork, state_dict_problems
-
     root = Path(directory)
     if not root.is_dir():
         raise ActorError(f"{root}: no such actor folder")

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.neural_body.config import BATCHNORM_MODES
+
 BatchNormMode = Literal["batch_stats", "running"]
-BATCHNORM_MODES: tuple[str, ...] = ("batch_stats", "running")
 
 
 class FrameBatchNorm1d(nn.BatchNorm1d):

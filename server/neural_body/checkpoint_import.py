@@ -10,38 +10,36 @@ motion (SMPL parameters per trained frame) and the world box of the body are rea
 
 from __future__ import annotations
 
-import argparse
-import json
 import pickle
 import sys
 from pathlib import Path
 from typing import Any
 
-SMPL_VERTICES = 6890
+import numpy as np
+import torch
+
+from server.body.model import body_model_name
+from server.body.skeleton import SMPL_VERTEX_COUNT
+from server.data.zju_reader import DatasetError, ZjuMocapDataset, known_sequence
+from server.errors import NeuralHumanError
+from server.neural_body.actor import ActorManifest, Motion, save_actor
+from server.neural_body.network import (
+    NeuralBodyNetwork,
+    expected_state_dict_shapes,
+    sizes_from_state_dict,
+    state_dict_problems,
+)
+from server.neural_body.sparse_input import ZJU_PADDING, padded_box
 
 
-class CheckpointError(Exception):
+class CheckpointError(NeuralHumanError):
     """A checkpoint that cannot be imported; the message says what is wrong and how to fix it."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="checkpoint of the original implementation (latest.pth)")
-    parser.add_argument("--out", type=Path, required=True, help="actor folder to write (replaced if it exists)")
-    parser.add_argument("--name", help="actor name (default: the output folder's name)")
-    parser.add_argument("--body-model", dest="body_model",
-                        help="'demo' for the bundled demo body, or the path/name of the SMPL model the checkpoint "
-                             f"was trained with (default for {SMPL_VERTICES}-vertex checkpoints: smpl:neutral)")
-    parser.add_argument("--motion", type=Path, help="dataset folder (ZJU-MoCap layout) the checkpoint was trained "
-                        "on: stores its training motion and body box in the actor")
-    parser.add_argument("--fps", type=float, help="frame rate of the motion (default: the dataset's, else 30)")
-    parser.add_argument("--batchnorm", choices=("batch_stats", "running"), default="batch_stats",
-                        help="BatchNorm statistics at render time (default batch_stats, as the original's run.py)")
 
 
 def load_checkpoint_file(path: Path) -> Any:
     """torch.load on CPU; weights_only first, then a full unpickle (only for trusted original checkpoints)."""
-    import torch
-
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; pass the path of the original's latest.pth")
     try:
@@ -78,10 +76,6 @@ def convert_state_dict(state: dict[str, Any], source: str = "checkpoint") -> tup
     Sparse-conv weights [k,k,k,in,out] (spconv 1.x) become [out,k,k,k,in] via permute(4,0,1,2,3); weights already in
     spconv 2 layout are kept. Raises CheckpointError listing missing/unexpected keys and shape mismatches.
     """
-    import torch
-
-    from server.neural_body.network import expected_state_dict_shapes, sizes_from_state_dict, state_dict_problems
-
     try:
         num_vertices, num_frames = sizes_from_state_dict(state)
     except ValueError as err:
@@ -110,24 +104,16 @@ def convert_state_dict(state: dict[str, Any], source: str = "checkpoint") -> tup
 
 def _body_model(value: str | None, num_vertices: int) -> str:
     if value is None:
-        if num_vertices != SMPL_VERTICES:
-            raise CheckpointError(f"the checkpoint has codes for {num_vertices} vertices, not SMPL's {SMPL_VERTICES}: "
-                                  "pass --body-model demo or the body model it was trained with")
+        if num_vertices != SMPL_VERTEX_COUNT:
+            raise CheckpointError(f"the checkpoint has codes for {num_vertices} vertices, not SMPL's "
+                                  f"{SMPL_VERTEX_COUNT}: pass --body-model demo or the body model it was trained with")
         return "smpl:neutral"
-    if value == "demo" or value.startswith("smpl:"):
-        return value
-    return f"smpl:{value}"
+    return body_model_name(value)
 
 
 def motion_from_dataset(data_dir: Path, num_frames: int, num_vertices: int, fps: float | None) -> dict[str, Any]:
     """Training motion, β, padded world box and a summary of a ZJU-layout dataset's first ``num_frames`` trained
     frames → {"motion": Motion, "shapes": (10,), "bounds": [[3],[3]], "up_axis": str, "summary": dict}."""
-    import numpy as np
-
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset, known_sequence
-    from server.neural_body.actor import Motion
-    from server.neural_body.sparse_input import ZJU_PADDING, padded_box
-
     try:
         dataset = ZjuMocapDataset(data_dir)  # its own training split (dataset.json or the known ZJU sequence)
         if (dataset.num_train_frames != num_frames and not dataset.is_synthetic
@@ -162,11 +148,6 @@ def import_checkpoint(checkpoint_path: Path, out: Path, *, name: str | None = No
                       motion_dir: Path | None = None, fps: float | None = None,
                       batchnorm: str = "batch_stats") -> Path:
     """Convert an original checkpoint into an actor folder at ``out``; returns ``out``."""
-    import numpy as np
-
-    from server.neural_body.actor import ActorManifest, Motion, save_actor
-    from server.neural_body.network import NeuralBodyNetwork, sizes_from_state_dict
-
     checkpoint = load_checkpoint_file(checkpoint_path)
     state, layout = convert_state_dict(network_state(checkpoint, str(checkpoint_path)), str(checkpoint_path))
     num_vertices, num_frames = sizes_from_state_dict(state)
@@ -194,24 +175,3 @@ def import_checkpoint(checkpoint_path: Path, out: Path, *, name: str | None = No
                              frames_trained=num_frames, up_axis=up_axis, bounds=bounds, batchnorm=batchnorm,
                              training_data=training_data, metrics={})
     return save_actor(out, network, manifest, motion, shapes)
-
-
-def run(args: argparse.Namespace) -> int:
-    from server.neural_body.actor import ActorError, read_manifest
-
-    try:
-        out = import_checkpoint(args.checkpoint, args.out, name=args.name, body_model=args.body_model,
-                                motion_dir=args.motion, fps=args.fps, batchnorm=args.batchnorm)
-    except (CheckpointError, ActorError) as err:
-        print(f"import-checkpoint: {err}", file=sys.stderr)
-        return 1
-    manifest = read_manifest(out)
-    print(json.dumps({"actor": str(out), "name": manifest.name, "vertex_count": manifest.vertex_count,
-                      "frames_trained": manifest.frames_trained, "body_model": manifest.body_model,
-                      "motion_frames": manifest.training_data.get("dataset") and
-                      manifest.training_data["dataset"]["num_train_frames"],
-                      "weight_layout": manifest.training_data["weight_layout"]}, indent=2))
-    if args.motion is None:
-        print("note: no --motion given; the actor has no training motion or body box (pass the dataset folder the "
-              "checkpoint was trained on to include them)", file=sys.stderr)
-    return 0

@@ -15,20 +15,22 @@ surface samples each, metres), as Occupancy Networks / Neural Parts report them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from server.atomic_files import atomic_path
-
-FRAME_INTERVAL = 30
-MESH_POINTS = 100_000
+from neural_human_addon.core.atomic_files import atomic_path
+from server.data.image_ops import save_png
+from server.neural_body import metrics
+from server.neural_body.config import FRAME_INTERVAL, MESH_POINTS
+from server.neural_body.mesh import extract_mesh
+from server.neural_body.sparse_input import prepare_sparse_input
+from server.neural_body.volume_renderer import render_image
 
 
 def _mean(values: list[float]) -> float | None:
@@ -36,18 +38,8 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    pixels = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path, mode=0o644) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
-
-
 def image_metrics(pred: np.ndarray, gt: np.ndarray, mask_at_box: np.ndarray) -> dict[str, float]:
     """Neural Body's per-image metrics: PSNR in the box, SSIM on the box crop, PSNR on the whole image."""
-    from server.neural_body import metrics
-
     box = mask_at_box.astype(bool)
     gt_box = np.where(box[..., None], gt, 0.0)  # both images are 0 outside mask_at_box, as the evaluator's
     pred_box = np.where(box[..., None], pred, 0.0)
@@ -60,14 +52,6 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                    mesh_points: int = MESH_POINTS, progress: bool = True) -> dict[str, Any]:
     """Run the protocol for ``actor`` (``load_actor``) on ``dataset`` (``ZjuMocapDataset``); comparison images go to
     ``out_dir/comparison``. Returns the JSON-ready result."""
-    import torch
-    from tqdm import tqdm
-
-    from server.neural_body import metrics
-    from server.neural_body.mesh import extract_mesh
-    from server.neural_body.sparse_input import prepare_sparse_input
-    from server.neural_body.volume_renderer import render_image
-
     network = actor.network
     vertex_count = int(dataset.vertices(dataset.train_frames[0]).shape[0])
     if vertex_count != network.num_vertices:
@@ -106,7 +90,7 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                 row = {"frame": int(frame), "view": int(view), "latent_index": latent,
                        **image_metrics(out.rgb, gt, out.mask_at_box)}
                 rows.append(row)
-                _save_png(comparison / f"{split}_frame{frame:04d}_view{view:04d}.png",
+                save_png(comparison / f"{split}_frame{frame:04d}_view{view:04d}.png",
                           np.concatenate([out.rgb, gt], axis=1))
                 bar.update(1)
             if has_mesh:
@@ -129,7 +113,6 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                          "psnr_whole": _mean([r["psnr_whole"] for r in rows]), "images": len(rows),
                          "frames": [int(f) for f in frames], "per_image": rows}
     bar.close()
-    del torch
     if has_mesh:
         result["mesh"] = {"iou": _mean([r["iou"] for r in mesh_rows]),
                           "chamfer_l1": _mean([r["chamfer_l1"] for r in mesh_rows]),
@@ -158,64 +141,18 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
     return result
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
     """JSON has no inf/nan: a perfect PSNR (inf) and undefined values become null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, mode=0o644) as tmp:
-        tmp.write_text(json.dumps(_finite_or_none(data), indent=2) + "\n", encoding="utf-8")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("actor", type=Path, help="actor folder (holds actor.json)")
-    parser.add_argument("--data", type=Path, required=True, help="the dataset the actor was trained on")
-    parser.add_argument("--json", type=Path, required=True, help="output JSON path (comparison images go beside it)")
-    parser.add_argument("--frame-interval", type=int, default=FRAME_INTERVAL,
-                        help=f"evaluate every n-th frame ({FRAME_INTERVAL}, the original; 1 for tiny datasets)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
-    parser.add_argument("--no-mesh", action="store_true", help="skip the geometry metrics")
-    parser.add_argument("--mesh-voxel-size", type=float, default=0.005, help="mesh grid spacing, metres (0.005)")
-    parser.add_argument("--mesh-threshold", type=float, default=5.0, help="raw density iso level (5)")
-    parser.add_argument("--mesh-points", type=int, default=MESH_POINTS, help=f"IoU/Chamfer samples ({MESH_POINTS})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-    from server.neural_body.actor import ActorError, load_actor
-    from server.neural_body.train import resolve_device
-
-    if args.frame_interval < 1 or args.mesh_points < 100 or args.mesh_voxel_size <= 0:
-        print("error: --frame-interval must be >= 1, --mesh-points >= 100 and --mesh-voxel-size > 0",
-              file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    try:
-        device = resolve_device(args.device)
-        actor = load_actor(args.actor, device)
-        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
-        result = evaluate_actor(actor, dataset, args.json.parent, frame_interval=args.frame_interval,
-                                mesh=not args.no_mesh, mesh_voxel_size=args.mesh_voxel_size,
-                                mesh_threshold=args.mesh_threshold, mesh_points=args.mesh_points,
-                                progress=not args.no_progress)
-    except (ActorError, DatasetError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    result["timing"]["total_seconds"] = round(time.perf_counter() - start, 2)
-    write_json(args.json, result)
-    summary = {k: {m: result[k][m] for m in ("psnr", "ssim", "psnr_whole")} for k in ("novel_view", "novel_pose")}
-    if result["mesh"]:
-        summary["mesh"] = {m: result["mesh"][m] for m in ("iou", "chamfer_l1")}
-    print(json.dumps(_finite_or_none(summary), indent=2))
-    print(f"wrote {args.json} and comparison images in {args.json.parent / 'comparison'}")
-    return 0
+        tmp.write_text(json.dumps(finite_or_none(data), indent=2) + "\n", encoding="utf-8")

@@ -20,27 +20,29 @@ have, so the whole box is evaluated.
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mcubes
 import numpy as np
+import torch
 
-from server.atomic_files import write_bytes_atomic
+from neural_human_addon.core.atomic_files import write_bytes_atomic
+from server.body.model import load_body_model, resolve_body_model
+from server.body.params import BodyParamsError, to_easymocap
+from server.data.zju_reader import DatasetError, ZjuMocapDataset
+from server.errors import BodyModelMissing
+from server.neural_body.batchnorm_mode import batch_statistics
+from server.neural_body.config import MESH_THRESHOLD, MESH_VOXEL_SIZE
+from server.neural_body.network import NeuralBodyNetwork
+from server.neural_body.sparse_input import SparseInput
 
-if TYPE_CHECKING:
-    import torch
-
-    from server.neural_body.network import NeuralBodyNetwork
-    from server.neural_body.sparse_input import SparseInput
-
-VOXEL_SIZE = 0.005
-THRESHOLD = 5.0  # mesh_th of the ZJU config
+VOXEL_SIZE = MESH_VOXEL_SIZE
+THRESHOLD = MESH_THRESHOLD
 QUERY_CHUNK = 2048 * 64  # points per network call, as the original
 MAX_GRID_POINTS = 200_000_000  # refuse grids that would take hours (a wrong voxel size or a broken box)
 
@@ -94,8 +96,6 @@ def marching_cubes(volume: np.ndarray, threshold: float, origin: np.ndarray,
                    voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface of ``volume`` (X,Y,Z) sampled at ``origin + voxel_size·(i,j,k)``, where values above
     ``threshold`` are inside: (vertices metres float32, faces int32 with outward normals)."""
-    import mcubes
-
     # A border below the threshold closes the surface where the body touches the box.
     fill = min(float(np.min(volume)), float(threshold)) - 1.0
     padded = np.pad(np.asarray(volume, np.float64), 1, constant_values=fill)
@@ -146,10 +146,6 @@ def extract_mesh(
 ) -> Mesh:
     """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres.
     ``encode`` (default ``network.encode_sparse_voxels``) is called inside the batch-statistics block."""
-    import torch
-
-    from server.neural_body.batchnorm_mode import batch_statistics
-
     device = network.c.weight.device
     sparse_input = sparse_input.to(device)
     was_training = network.training
@@ -256,8 +252,6 @@ class ActorPose:
 
 def read_body_file(path: Path) -> dict[str, Any]:
     """A body from a .json (object of lists) or .npz file (arrays); keys as in server.body.params."""
-    import json
-
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
@@ -274,24 +268,17 @@ def read_body_file(path: Path) -> dict[str, Any]:
 
 
 def _body_model_for(actor: Any, override: Path | None) -> Any:
-    from server.body.model import load_body_model
-
     if override is not None:
         return load_body_model(override)
-    name = actor.manifest.body_model
-    if name == "demo":
-        return load_body_model(None)
-    target = Path(name.split(":", 1)[1])
-    if not target.is_file():
-        raise ValueError(f"the actor was trained with the SMPL model {name!r}, which is not a file here; pass your "
-                         "SMPL model file with --body-model PATH")
-    return load_body_model(target)
+    try:
+        return resolve_body_model(actor.manifest.body_model)
+    except BodyModelMissing as err:
+        raise BodyModelMissing(f"the actor was trained with {actor.manifest.body_model!r}: {err}, or pass your SMPL "
+                               "model file with --body-model PATH", "body_model") from None
 
 
 def _captured_vertices(actor: Any, frame: int) -> np.ndarray | None:
     """The captured vertices of training frame ``frame`` when the actor's training dataset is still readable."""
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-
     root = actor.manifest.training_data.get("root")
     if not root or not Path(root).is_dir():
         return None
@@ -309,8 +296,6 @@ def resolve_pose(actor: Any, *, frame: int | None = None, body_path: Path | None
     """The posed body to mesh: captured frame ``frame`` of the actor's motion (its own appearance code; vertices
     from the training dataset when it is readable, else posed by the body model) or the body in ``body_path``
     (appearance code ``appearance_frame``, default the last trained one, as Neural Body for unseen poses)."""
-    from server.body.params import BodyParamsError, to_easymocap
-
     last = actor.network.num_train_frames - 1
     if appearance_frame is not None and not 0 <= appearance_frame <= last:
         raise ValueError(f"--appearance-frame must be in 0..{last}; got {appearance_frame}")
@@ -342,48 +327,3 @@ def resolve_pose(actor: Any, *, frame: int | None = None, body_path: Path | None
         raise ValueError(f"the body model has {vertices.shape[0]} vertices but the actor was trained on "
                          f"{actor.network.num_vertices}; use the body model the actor was trained with (--body-model)")
     return ActorPose(vertices, params["Rh"][0], params["Th"][0], latent)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("actor", type=Path, help="actor folder (holds actor.json)")
-    pose = parser.add_mutually_exclusive_group(required=True)
-    pose.add_argument("--frame", type=int, help="index of a captured frame of the actor's motion")
-    pose.add_argument("--body", type=Path, help="SMPL body as JSON or npz (EasyMocap or AMASS keys)")
-    parser.add_argument("--out", type=Path, required=True, help="output .ply path")
-    parser.add_argument("--voxel-size", type=float, default=VOXEL_SIZE, help="grid spacing in metres (0.005)")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD, help="iso level of the raw density (5)")
-    parser.add_argument("--no-colors", action="store_true", help="skip the vertex colours")
-    parser.add_argument("--appearance-frame", type=int, default=None,
-                        help="per-frame appearance code (default: the frame's own, or the last trained one)")
-    parser.add_argument("--body-model", type=Path, default=None,
-                        help="body model file for --body (default: the actor's: the demo body, or its SMPL path)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from server.neural_body.actor import ActorError, load_actor
-    from server.neural_body.sparse_input import prepare_sparse_input
-    from server.neural_body.train import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-        actor = load_actor(args.actor, device)
-        pose = resolve_pose(actor, frame=args.frame, body_path=args.body, body_model_path=args.body_model,
-                            appearance_frame=args.appearance_frame)
-        sparse_input = prepare_sparse_input(pose.vertices, pose.Rh, pose.Th, device=device)
-        start = time.perf_counter()
-        mesh = extract_mesh(actor.network, sparse_input, pose.latent_index, voxel_size=args.voxel_size,
-                            threshold=args.threshold, colors=not args.no_colors)
-        seconds = time.perf_counter() - start
-    except (ActorError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    if len(mesh.faces) == 0:
-        print(f"error: no surface at threshold {args.threshold}: the density never reaches it in the box; "
-              "try a lower --threshold", file=sys.stderr)
-        return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_ply(args.out, mesh)
-    print(f"wrote {args.out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces"
-          f"{' with colours' if mesh.colors is not None else ''} in {seconds:.1f} s")
-    return 0

@@ -1,7 +1,7 @@
 """Meshes of the fast path: density only inside the pose's occupancy, coarse to fine, marching cubes once.
 
 ``extract_mesh_coarse_to_fine(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
-occupancy=None, levels=3, encode=None) -> Mesh`` gives the surface of ``mesh.extract_mesh`` (the same grid over the
+occupancy=None, levels=3, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives the surface of ``mesh.extract_mesh`` (the same grid over the
 posed world box, the same iso-level, the same marching cubes and colours) while evaluating the network on a small
 part of that grid:
 
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from server.neural_body.batchnorm_mode import batch_statistics
+from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, _vertex_colors, grid_axes, marching_cubes
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import Occupancy, body_occupancy
@@ -114,17 +115,21 @@ def extract_mesh_coarse_to_fine(
     occupancy: Occupancy | None = None,
     levels: int = LEVELS,
     chunk: int = QUERY_CHUNK,
-    encode: Callable[[SparseInput], list[torch.Tensor]] | None = None,
+    encode: Callable[[SparseInput], FeatureTables | list[torch.Tensor]] | None = None,
 ) -> Mesh:
     """``mesh.extract_mesh``'s surface from far fewer network queries (see the module docstring)."""
     device = network.c.weight.device
     sparse_input = sparse_input.to(device)
+
+    def encode_tables(s: SparseInput) -> FeatureTables:
+        return FeatureTables.from_levels(network.encode_sparse_levels(s))
+
     occupancy = (occupancy or body_occupancy(sparse_input)).to(device)
     was_training = network.training
     network.eval()
     try:
         with torch.no_grad(), batch_statistics(network):
-            volumes = (encode or network.encode_sparse_voxels)(sparse_input)
+            volumes = (encode or encode_tables)(sparse_input)
 
             def density(points: np.ndarray) -> np.ndarray:
                 wpts = torch.from_numpy(points).to(device)

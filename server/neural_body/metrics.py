@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.spatial import cKDTree
+from skimage.metrics import structural_similarity
 
 SSIM_DATA_RANGE = 2.0  # skimage 0.14 compare_ssim on float images: dtype range (-1, 1)
 SSIM_WIN_SIZE = 7
@@ -49,8 +51,6 @@ def bounding_rect(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
     """SSIM of two (H,W,3) float images with Neural Body's settings (7×7 uniform window, data_range 2)."""
-    from skimage.metrics import structural_similarity
-
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"ssim: expected two (H,W,C) images of the same shape, got {pred.shape} and {gt.shape}")
@@ -214,8 +214,6 @@ def chamfer_l1(
     seed: int = 0,
 ) -> float:
     """½·(mean NN distance A→B + mean NN distance B→A) between ``num_points`` surface samples of each mesh."""
-    from scipy.spatial import cKDTree
-
     rng = np.random.default_rng(seed)
     pa = sample_surface(*mesh_a, num_points, rng)
     pb = sample_surface(*mesh_b, num_points, rng)

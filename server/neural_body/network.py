@@ -31,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.body.skeleton import SMPL_VERTEX_COUNT
 from server.neural_body.batchnorm_mode import set_batchnorm_mode
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, encoded_dim, positional_encoding
+from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.sparse_conv_net import VOLUME_CHANNELS, SparseConvNet
 from server.neural_body.sparse_input import SparseInput
 
-SMPL_VERTEX_COUNT = 6890
 CODE_DIM = 16  # structured latent code per vertex
 LATENT_DIM = 128  # per-frame appearance code
 XYZ_DIM = encoded_dim(3, XYZ_FREQS)  # 63
@@ -103,10 +104,14 @@ class NeuralBodyNetwork(nn.Module):
         """(N,3) world points → (N,3) grid_sample coordinates (x,y,z order) in [-1,1] over the full-res grid."""
         return smpl_grid_coords(sparse_input.world_to_smpl(wpts), sparse_input)
 
-    def interpolate_features(self, wpts: torch.Tensor, volumes: list[torch.Tensor],
+    def interpolate_features(self, wpts: torch.Tensor, volumes: list[torch.Tensor] | FeatureTables,
                              sparse_input: SparseInput) -> torch.Tensor:
-        """Trilinear features of net1..net4 at world points: (N,3) → (N,352)."""
-        return features_at(self.grid_coords(wpts, sparse_input), volumes)
+        """Trilinear features of net1..net4 at world points: (N,3) → (N,352). ``volumes`` are the dense volumes of
+        ``encode_sparse_voxels`` or the same levels as ``FeatureTables`` (the fast path's; the same values)."""
+        grid = self.grid_coords(wpts, sparse_input)
+        if isinstance(volumes, FeatureTables):
+            return volumes.features_at(grid)
+        return features_at(grid, volumes)
 
     def trunk(self, features: torch.Tensor) -> torch.Tensor:
         """fc_0..fc_2 with ReLU: (N,352) interpolated features → (N,256)."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from server.data.image_ops import BAND_VALUE
+from server.neural_body.rays import near_far
 
 BODY_RATIO = 0.5
 MAX_ROUNDS = 100  # resampling rounds before giving up on an image whose box pixels all miss the box
@@ -108,8 +109,6 @@ def sample_rays(
     ``image`` (H,W,3) float, ``mask`` (H,W) uint8 (0/1/100), ``rays`` = ``get_rays(H, W, K, R, T)`` of the camera
     (full image, reused across frames), ``world_bounds`` (2,3) the padded world box of the frame's body.
     """
-    from server.neural_body.rays import near_far
-
     height, width = mask.shape
     if image.shape[:2] != (height, width) or rays[0].shape[:2] != (height, width):
         raise ValueError(f"image {image.shape[:2]}, mask {mask.shape} and rays {tuple(rays[0].shape[:2])} must have "

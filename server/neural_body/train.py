@@ -15,46 +15,50 @@ folder (model.pt, actor.json, motion.npz, shapes.npy) is written. Multi-GPU: lau
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
-from server.atomic_files import atomic_path
+from neural_human_addon.core.atomic_files import atomic_path
+from server.body.model import body_model_name
+from server.data.zju_reader import ZjuMocapDataset
+from server.neural_body.actor import ActorManifest, Motion, load_actor, save_actor
+from server.neural_body.config import (
+    BASE_LR,
+    DECAY_EPOCHS,
+    DEFAULT_CACHE_MB,
+    EPOCH_ITERS,
+    TrainConfig,
+)
+from server.neural_body.fast_renderer import FastRenderer
+from server.neural_body.feature_tables import FeatureTables
+from server.neural_body.network import NeuralBodyNetwork
+from server.neural_body.occupancy import Occupancy, body_occupancy
+from server.neural_body.ray_sampling import sample_rays
+from server.neural_body.rays import get_rays
+from server.neural_body.sparse_input import ZJU_PADDING, SparseInput, prepare_sparse_input
+from server.neural_body.volume_renderer import render_image, render_rays
 
-if TYPE_CHECKING:
-    import torch
-
-    from server.data.zju_reader import ZjuMocapDataset
-    from server.neural_body.network import NeuralBodyNetwork
-    from server.neural_body.occupancy import Occupancy
-    from server.neural_body.sparse_input import SparseInput
-
-BASE_LR = 5e-4
-EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
-DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
 GAMMA = 0.1
 GRAD_CLIP_VALUE = 40.0
-N_RAYS = 1024
-N_SAMPLES = 64
-DEFAULT_ITERS = 200_000  # 400 epochs × 500
 CHECKPOINT_NAME = "latest.pt"
 CHECKPOINT_FORMAT = "neural-human-train/1"
-DEFAULT_CACHE_MB = 4096
 INITIAL_DENSITY_BIAS = 0.1
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error that says so."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -115,8 +119,6 @@ class EpochExponentialLR:
 
 def make_optimizer(network: torch.nn.Module, lr: float = BASE_LR) -> torch.optim.Adam:
     """Adam with one parameter group per parameter, as the original's make_optimizer (weight decay 0)."""
-    import torch
-
     groups = [{"params": [p], "lr": lr, "weight_decay": 0.0} for p in network.parameters() if p.requires_grad]
     return torch.optim.Adam(groups, lr=lr)
 
@@ -130,8 +132,6 @@ class TrainingData:
 
     def __init__(self, dataset: ZjuMocapDataset, device: torch.device, *, cache_mb: float = DEFAULT_CACHE_MB,
                  box_padding: Any = None) -> None:
-        from server.neural_body.sparse_input import ZJU_PADDING
-
         self.dataset = dataset
         self.device = device
         self.frames = list(dataset.train_frames)
@@ -157,8 +157,6 @@ class TrainingData:
         return image, mask
 
     def sparse_input(self, frame: int) -> SparseInput:
-        from server.neural_body.sparse_input import prepare_sparse_input
-
         hit = self._inputs.get(frame)
         if hit is None:
             params = self.dataset.params(frame)
@@ -169,8 +167,6 @@ class TrainingData:
 
     def occupancy(self, frame: int, margin: float) -> Occupancy:
         """The posed body's occupancy of a training frame (computed once per frame)."""
-        from server.neural_body.occupancy import body_occupancy
-
         hit = self._occupancy.get((frame, margin))
         if hit is None:
             hit = body_occupancy(self.sparse_input(frame), margin)
@@ -179,8 +175,6 @@ class TrainingData:
 
     def rays(self, view: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-image rays of a camera, on the CPU (sampling indexes them there)."""
-        from server.neural_body.rays import get_rays
-
         hit = self._rays.get(view)
         if hit is None:
             cam = self.dataset.cameras[view]
@@ -195,11 +189,6 @@ class TrainingData:
 def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0) -> torch.nn.Module:
     """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
     wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)."""
-    import torch
-    from torch import nn
-
-    from server.neural_body.volume_renderer import render_rays
-
     class RenderLoss(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -209,7 +198,10 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
                     far: torch.Tensor, latent_index: int, rgb: torch.Tensor,
                     alpha: torch.Tensor | None = None,
                     occupancy: Occupancy | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-            volumes = self.network.encode_sparse_voxels(sparse_input)
+            if occupancy is None:  # the original: dense volumes, every sample of the box
+                volumes = self.network.encode_sparse_voxels(sparse_input)
+            else:  # the fast path's sampler: feature tables (same values, no densifying), occupied samples only
+                volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input))
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
                               n_samples=n_samples, perturb=True, occupancy=occupancy)
             colour = torch.mean((out.rgb_map - rgb) ** 2)
@@ -220,30 +212,6 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
     return RenderLoss()
 
 
-@dataclass
-class TrainConfig:
-    iters: int = DEFAULT_ITERS
-    rays: int = N_RAYS
-    n_samples: int = N_SAMPLES
-    lr: float = BASE_LR
-    epoch_iters: int = EPOCH_ITERS
-    decay_iters: float = DECAY_EPOCHS * EPOCH_ITERS
-    save_every: int = 5 * EPOCH_ITERS  # the original's save_latest_ep = 5
-    log_every: int = 100
-    seed: int = 0
-    cache_mb: float = DEFAULT_CACHE_MB
-    progress: bool = True
-    # Not in the original: weight of an MSE between the accumulated opacity and the body mask. On black backgrounds
-    # the colour loss alone cannot tell "transparent" from "opaque black", so actors trained without it may carry
-    # black fog inside the body's box; compositing needs a clean alpha.
-    mask_loss: float = 0.0
-    # "occupancy" (the fast path's sampler): only samples inside the posed body's occupancy reach the network, the
-    # rest count as empty; "box": every sample of the padded box, as the original.
-    sampler: str = "occupancy"
-    occupancy_margin: float = 0.03
-
-
-SAMPLERS = ("occupancy", "box")
 
 
 @dataclass
@@ -259,10 +227,6 @@ class Trainer:
 
     def __init__(self, dataset: ZjuMocapDataset, device: torch.device, config: TrainConfig, *,
                  checkpoint_dir: Path | None = None, rank: int = 0, world_size: int = 1) -> None:
-        import torch
-
-        from server.neural_body.network import NeuralBodyNetwork
-
         self.dataset = dataset
         self.device = device
         self.config = config
@@ -281,13 +245,12 @@ class Trainer:
         self.optimizer = make_optimizer(self.network, config.lr)
         self.scheduler = EpochExponentialLR(self.optimizer, decay_epochs=config.decay_iters / config.epoch_iters)
         self.step = 0
+        self.train_seconds = 0.0  # training wall-clock over every run of this checkpoint (evaluations excluded)
         self.rng = np.random.default_rng([config.seed, rank])
         self.generator_seed = config.seed * 1000 + rank
         torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
         self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss)
         if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [device.index] if device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
 
@@ -299,8 +262,6 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write ``latest.pt`` atomically (rank 0 only); returns its path."""
-        import torch
-
         path = self.checkpoint_path
         if path is None or self.rank != 0:
             return None
@@ -310,7 +271,7 @@ class Trainer:
             "net": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "optim": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "recorder": {"step": self.step},
+            "recorder": {"step": self.step, "train_seconds": self.train_seconds},
             "epoch": self.step // self.config.epoch_iters,
             "sizes": [self.network.num_vertices, self.network.num_train_frames],
             "dataset": str(self.dataset.root),
@@ -321,8 +282,6 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        import torch
-
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:  # damaged files raise many kinds
@@ -339,19 +298,53 @@ class Trainer:
         self.optimizer.load_state_dict(state["optim"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["recorder"]["step"])
+        self.train_seconds = float(state["recorder"].get("train_seconds", 0.0))
         if self.rank == 0 and "rng" in state:
             self.rng.bit_generator.state = state["rng"]["numpy"]
             torch.set_rng_state(state["rng"]["torch"])
         else:  # other ranks: a fresh stream that differs from the first run's
             self.rng = np.random.default_rng([self.config.seed, self.rank, self.step])
 
+    def init_from_actor(self, actor_dir: Path) -> None:
+        """Start from a trained actor's weights (a fresh optimizer; the step count and the lr schedule continue from
+        the iterations its manifest records)."""
+        actor = load_actor(actor_dir, "cpu")
+        sizes = (actor.network.num_vertices, actor.network.num_train_frames)
+        if sizes != (self.network.num_vertices, self.network.num_train_frames):
+            raise ValueError(f"{actor_dir}: the actor has {sizes[0]} vertices / {sizes[1]} frames but the dataset "
+                             f"{self.network.num_vertices} / {self.network.num_train_frames}; --init needs an actor of "
+                             "this dataset")
+        self.network.load_state_dict(actor.network.state_dict())
+        done = actor.manifest.training_data.get("training", {}).get("iterations", 0)
+        self.step = int(done) if isinstance(done, int) and done > 0 else 0
+        self.scheduler.last_epoch = self.step // self.config.epoch_iters
+        self.scheduler._apply()
+
+    def held_out_psnr(self) -> float:
+        """Mean PSNR (the box protocol, the original's rgb_map on black) of two test-view images at half resolution,
+        rendered with the fast path: a cheap learning-curve point, not the full evaluation."""
+        views = list(self.dataset.test_views) or list(self.dataset.train_views)
+        frames = list(self.dataset.train_frames)
+        picks = [(frames[len(frames) // 2], views[0]), (frames[0], views[min(1, len(views) - 1)])]
+        values = []
+        for frame, view in picks:
+            cam = self.dataset.cameras[view]
+            K = np.array(cam.K, np.float64).copy()
+            K[:2, :2] *= 0.5
+            K[:2, 2] = (K[:2, 2] + 0.5) * 0.5 - 0.5  # integer pixel centres at half resolution
+            width, height = cam.width // 2, cam.height // 2
+            params = self.dataset.params(frame)
+            out = render_image(self.network, self.dataset.vertices(frame), params.Rh, params.Th,
+                               self.dataset.latent_index(frame), K, cam.R, cam.T, width, height,
+                               renderer=FastRenderer())
+            gt = self.dataset.image(frame, view)[:height * 2, :width * 2].reshape(height, 2, width, 2, 3).mean((1, 3))
+            box = out.mask_at_box
+            values.append(mse_to_psnr(float(np.mean((out.rgb[box] - gt[box]) ** 2))))
+        return float(np.mean(values))
+
     # ------------------------------------------------------------------ loop
 
     def train_step(self) -> float:
-        import torch
-
-        from server.neural_body.ray_sampling import sample_rays
-
         frame = int(self.data.frames[self.rng.integers(len(self.data.frames))])
         view = int(self.data.views[self.rng.integers(len(self.data.views))])
         image, mask = self.data.image_and_mask(frame, view)
@@ -376,8 +369,6 @@ class Trainer:
         return float(colour.detach())  # the colour MSE (what PSNR is computed from), whatever else the loss holds
 
     def run(self) -> TrainResult:
-        from tqdm import tqdm
-
         cfg = self.config
         losses: list[float] = []
         start = time.perf_counter()
@@ -385,6 +376,8 @@ class Trainer:
                    disable=not cfg.progress or self.rank != 0)
         checkpoint = None
         window: list[float] = []
+        eval_seconds = 0.0  # held-out evaluations are not training time
+        run_start_seconds = self.train_seconds
         try:
             while self.step < cfg.iters:
                 loss = self.train_step()
@@ -398,8 +391,14 @@ class Trainer:
                     mean = sum(window) / len(window)
                     bar.set_postfix(loss=f"{mean:.4f}", psnr=f"{mse_to_psnr(mean):.2f}",
                                     lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                    self._log({"step": self.step, "loss": mean, "psnr": mse_to_psnr(mean),
-                               "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start})
+                    self.train_seconds = run_start_seconds + time.perf_counter() - start - eval_seconds
+                    record = {"step": self.step, "loss": mean, "psnr": mse_to_psnr(mean),
+                              "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
+                    if cfg.eval_every > 0 and self.rank == 0 and self.step % cfg.eval_every == 0:
+                        eval_start = time.perf_counter()
+                        record["held_out_psnr"] = self.held_out_psnr()
+                        eval_seconds += time.perf_counter() - eval_start
+                    self._log(record)
                     window.clear()
                 if cfg.save_every > 0 and self.step % cfg.save_every == 0:
                     checkpoint = self.save_checkpoint()
@@ -426,16 +425,12 @@ def mse_to_psnr(mse: float) -> float:
 
 def _body_model_name(dataset: ZjuMocapDataset) -> str:
     name = str(dataset.meta.get("body_model", "")) if dataset.is_synthetic else ""
-    if name == "demo" or name.startswith("smpl:"):
-        return name
-    return f"smpl:{name or 'neutral'}"  # ZJU-MoCap is fitted with the neutral SMPL model
+    return body_model_name(name or "neutral")  # ZJU-MoCap is fitted with the neutral SMPL model
 
 
 def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | None = None, name: str | None = None,
                 weights: str = "float32") -> Path:
     """Write the trained network with its manifest, motion (training frames) and shapes as an actor folder."""
-    from server.neural_body.actor import ActorManifest, Motion, save_actor
-
     dataset = trainer.dataset
     frames = list(dataset.train_frames)
     params = [dataset.params(f) for f in frames]
@@ -459,54 +454,14 @@ def write_actor(trainer: Trainer, out: Path, *, iters_info: dict[str, Any] | Non
     return path
 
 
-# ---------------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------------------- processes
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="dataset folder in the ZJU-MoCap layout (holds annots.npy)")
-    parser.add_argument("--out", type=Path, required=True, help="actor folder to write")
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"total iterations ({DEFAULT_ITERS})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT.train/latest.pt")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--rays", type=int, default=N_RAYS, help=f"rays per step per GPU ({N_RAYS})")
-    parser.add_argument("--samples", type=int, default=N_SAMPLES, help=f"samples per ray ({N_SAMPLES})")
-    parser.add_argument("--lr", type=float, default=BASE_LR, help=f"initial learning rate ({BASE_LR})")
-    parser.add_argument("--epoch-iters", type=int, default=EPOCH_ITERS,
-                        help=f"iterations per epoch; the lr steps once per epoch ({EPOCH_ITERS})")
-    parser.add_argument("--lr-decay-iters", type=float, default=DECAY_EPOCHS * EPOCH_ITERS,
-                        help="iterations over which the lr falls tenfold (500000 = 1000 epochs, the original); "
-                             "lower it for short runs")
-    parser.add_argument("--save-every", type=int, default=5 * EPOCH_ITERS, help="checkpoint period in steps (2500)")
-    parser.add_argument("--log-every", type=int, default=100, help="log period in steps (100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--cache-mb", type=float, default=DEFAULT_CACHE_MB,
-                        help=f"memory for decoded images and masks ({DEFAULT_CACHE_MB} MB)")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint folder (default OUT.train)")
-    parser.add_argument("--ratio", type=float, default=None, help="image scale (default: dataset's; 0.5 for ZJU)")
-    parser.add_argument("--mask-loss", type=float, default=0.0,
-                        help="weight of an extra MSE between rendered opacity and the body mask (0 = the original "
-                             "recipe; 0.1-1 gives the clean alpha compositing needs on black backgrounds)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="occupancy",
-                        help="occupancy (default): only samples near the posed body reach the network, the others "
-                             "count as empty (the fast path's sampler); box: every sample of the padded box, as the "
-                             "original recipe")
-    parser.add_argument("--occupancy-margin", type=float, default=0.03,
-                        help="metres around the body that the occupancy sampler keeps (0.03)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--name", default=None, help="actor name in its manifest (default: the dataset's name)")
-    parser.add_argument("--weights", choices=("float32", "float16"), default="float32",
-                        help="precision of the saved weights (float16 halves the actor's size; loaded as float32)")
-
-
-def _init_distributed(device_name: str) -> tuple[int, int, Any]:
+def init_distributed(device_name: str) -> tuple[int, int, Any]:
     """(rank, world size, device) from torchrun's environment; a single process when WORLD_SIZE is unset/1."""
-    import torch
-
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return 0, 1, resolve_device(device_name)
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
@@ -515,62 +470,3 @@ def _init_distributed(device_name: str) -> tuple[int, int, Any]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world_size, device
 
-
-def run(args: argparse.Namespace) -> int:
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-
-    for name in ("iters", "rays", "samples", "epoch_iters", "log_every"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
-            return 2
-    if args.lr <= 0 or args.lr_decay_iters <= 0:
-        print("error: --lr and --lr-decay-iters must be positive", file=sys.stderr)
-        return 2
-    if not args.mask_loss >= 0:
-        print(f"error: --mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}", file=sys.stderr)
-        return 2
-    try:
-        rank, world_size, device = _init_distributed(args.device)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
-        config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
-                             epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
-                             save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss,
-                             sampler=args.sampler, occupancy_margin=args.occupancy_margin)
-        checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
-        trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
-        if args.resume:
-            if not trainer.checkpoint_path.is_file():
-                print(f"error: --resume: no checkpoint at {trainer.checkpoint_path}; run without --resume to "
-                      "start training", file=sys.stderr)
-                return 1
-            trainer.load_checkpoint(trainer.checkpoint_path)
-            if rank == 0:
-                print(f"resumed at step {trainer.step} from {trainer.checkpoint_path}")
-        elif rank == 0 and trainer.checkpoint_path.is_file():
-            print(f"note: {trainer.checkpoint_path} exists and will be overwritten (pass --resume to continue it)")
-        if rank == 0:
-            print(f"training {dataset.name}: {len(trainer.data.frames)} frames x {len(trainer.data.views)} views, "
-                  f"{trainer.network.num_vertices} vertices, {args.iters} iterations on {device}"
-                  f"{f' x {world_size} processes' if world_size > 1 else ''}")
-        result = trainer.run()
-        if rank == 0:
-            info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
-                    "mask_loss": args.mask_loss, "sampler": args.sampler,
-                    "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
-                    "final_loss": result.losses[-1] if result.losses else None}
-            path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)
-            print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
-    except (DatasetError, ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if world_size > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    return 0

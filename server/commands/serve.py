@@ -1,0 +1,121 @@
+"""Run the local inference server (HTTP API v1, docs/API.md) over the actor folders under --actors (default: the
+bundled actors in server/actors, which hold the demo actor).
+
+Every call but GET /v1/health needs ``Authorization: Bearer <token>``. The token is generated on first start,
+printed once and stored with 0600 permissions in $XDG_CONFIG_HOME/neural-human/token (default
+~/.config/neural-human/token); --token sets one explicitly (not stored). The server binds 127.0.0.1; binding any
+other address needs --allow-remote.
+
+Memory: actors load on first use and stay loaded; before one loads, the least recently used actors are unloaded
+(and their cached feature volumes dropped) while --max-loaded actors are loaded or, on CUDA, while the free GPU
+memory is below --min-free-gpu-mb plus the new actor's weights. A render or mesh that runs out of GPU memory
+unloads every other actor, clears the feature cache and runs once more; if it fails again the answer is 503.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from neural_human_addon.core.server_client import is_loopback_host
+from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actors", type=Path, default=None,
+                        help=f"folder holding actor folders (default: the bundled actors in {BUNDLED_ACTORS_DIR})")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="model device")
+    parser.add_argument("--token", default=None, help="use this bearer token instead of the stored one")
+    parser.add_argument("--jobs-dir", type=Path, default=None,
+                        help="folder for jobs (frames + job.json); jobs found there are served again after a restart "
+                             "(default: $XDG_CACHE_HOME/neural-human/jobs, i.e. ~/.cache/neural-human/jobs)")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_MB,
+                        help="memory budget in MiB of the per-pose feature cache (0 disables it; default "
+                             f"{DEFAULT_CACHE_MB})")
+    parser.add_argument("--max-loaded", type=int, default=0,
+                        help="most actors kept loaded at once; loading one more unloads the least recently used "
+                             "(default 0: no limit)")
+    parser.add_argument("--min-free-gpu-mb", type=int, default=DEFAULT_MIN_FREE_GPU_MB,
+                        help="CUDA: before an actor loads, unload least-recently-used actors until this much GPU "
+                             f"memory stays free besides its weights (default {DEFAULT_MIN_FREE_GPU_MB})")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``--host`` is this machine (the add-on's check: brackets and IPv4-mapped addresses included)."""
+    return is_loopback_host(host)
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments as an error line, or None; warns about a remote bind."""
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            return (f"--host {args.host} is not a loopback address; anyone who can reach it could use the GPU with "
+                    "the token. Pass --allow-remote to bind it anyway.")
+        print(f"warning: binding {args.host}: the API is reachable from other machines (bearer token required, "
+              "traffic is not encrypted)", file=sys.stderr)
+    if not 1 <= args.port <= 65535:
+        return f"--port must be 1..65535; got {args.port}"
+    if args.cache_mb < 0:
+        return f"--cache-mb must be >= 0 (0 disables the cache); got {args.cache_mb}"
+    if args.max_loaded < 0 or args.min_free_gpu_mb < 0:
+        return f"--max-loaded and --min-free-gpu-mb must be >= 0; got {args.max_loaded}, {args.min_free_gpu_mb}"
+    if args.actors is not None and not args.actors.is_dir():  # the bundled folder may be empty or absent
+        return f"--actors {args.actors}: no such folder (create it or point to your actors)"
+    if args.token is not None and len(args.token) < 16:
+        return "--token must be at least 16 characters"
+    return None
+
+
+def _token(args: argparse.Namespace) -> str:
+    from server.http.auth import load_or_create_token, token_path
+
+    if args.token is not None:
+        return args.token
+    token, created = load_or_create_token()
+    if created:
+        print(f"API token (stored in {token_path()}): {token}", flush=True)
+    else:
+        print(f"API token: stored in {token_path()}", flush=True)
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.http.app import create_app
+    from server.inference.service import default_jobs_dir
+    from server.neural_body.train import resolve_device
+
+    problem = check_arguments(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    token = _token(args)
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
+    jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
+    try:
+        app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,
+                         max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20)
+    except OSError as err:
+        print(f"error: --jobs-dir {jobs_dir}: {err}", file=sys.stderr)
+        return 2
+    actor_ids = [a["id"] for a in app.state.registry.list()]
+    where = actors_dir.resolve()
+    if actor_ids:
+        print(f"serving {len(actor_ids)} actor(s) from {where}: {', '.join(actor_ids)}", flush=True)
+    else:
+        print(f"no actors found in {where}: train one with `python -m server train` or pass --actors", flush=True)
+    limit = f"at most {args.max_loaded} loaded" if args.max_loaded else "no limit on loaded actors"
+    print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, jobs in {jobs_dir}, {limit})",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,71 @@
+"""Actors: list them, their skeleton and captured motion, render a frame, extract a mesh, unload one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from server.data.image_ops import png_bytes
+from server.errors import InvalidInput
+from server.http.dependencies import Service, require_token
+from server.http.schemas import ActorList, ErrorAnswer, MeshRequest, Motion, RenderRequest, Skeleton, Unloaded
+from server.inference.frames import npz_bytes
+from server.neural_body.mesh import ply_bytes
+
+NPZ_TYPE = "application/x-npz"
+
+router = APIRouter(prefix="/v1/actors", tags=["actors"], dependencies=[Depends(require_token)],
+                   responses={401: {"model": ErrorAnswer}, 404: {"model": ErrorAnswer}})
+
+
+def _wants(request: Request, media_type: str) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == media_type for part in accept.split(","))
+
+
+@router.get("", response_model=ActorList)
+def list_actors(service: Service) -> dict[str, Any]:
+    return {"actors": service.registry.list()}
+
+
+@router.get("/{actor_id}/skeleton", response_model=Skeleton)
+def read_skeleton(actor_id: str, service: Service) -> dict[str, Any]:
+    return service.skeleton(actor_id)
+
+
+@router.get("/{actor_id}/motion", response_model=Motion)
+def read_motion(actor_id: str, service: Service) -> dict[str, Any]:
+    return service.motion(actor_id)
+
+
+@router.post("/{actor_id}/render", response_class=Response,
+             responses={200: {"content": {NPZ_TYPE: {}, "image/png": {}}}, 422: {"model": ErrorAnswer},
+                        503: {"model": ErrorAnswer}})
+def render_frame(actor_id: str, req: RenderRequest, request: Request, service: Service) -> Response:
+    """npz with ``rgba`` float32 (H,W,4) and/or ``depth`` float32 (H,W); ``Accept: image/png``: the RGBA as PNG."""
+    png = _wants(request, "image/png")
+    if png and "rgba" not in req.outputs:
+        raise InvalidInput("outputs: a PNG answer needs 'rgba' in outputs", "outputs")
+    arrays = service.render(actor_id, req.body, req.camera.to_pinhole(), list(req.outputs), req.appearance_frame)
+    if png:
+        return Response(png_bytes(arrays["rgba"]), media_type="image/png")
+    return Response(npz_bytes(arrays), media_type=NPZ_TYPE)
+
+
+@router.post("/{actor_id}/mesh", response_class=Response,
+             responses={200: {"content": {NPZ_TYPE: {}, "application/ply": {}}}, 422: {"model": ErrorAnswer},
+                        503: {"model": ErrorAnswer}})
+def extract_mesh(actor_id: str, req: MeshRequest, request: Request, service: Service) -> Response:
+    """npz with ``vertices`` float32 (N,3), ``faces`` int32 (M,3), ``colors`` uint8 (N,3); ``Accept:
+    application/ply``: a binary PLY."""
+    result = service.mesh(actor_id, req.body, req.voxel_size, req.colors, req.appearance_frame)
+    if _wants(request, "application/ply"):
+        return Response(ply_bytes(result), media_type="application/ply")
+    return Response(npz_bytes(result.to_wire()), media_type=NPZ_TYPE)
+
+
+@router.post("/{actor_id}/unload", response_model=Unloaded)
+def unload_actor(actor_id: str, service: Service) -> dict[str, Any]:
+    return service.unload(actor_id)

@@ -1,0 +1,24 @@
+"""Defaults and limits of the inference service (docs/API.md states them). Torch-free: ``serve --help`` and the HTTP
+request models read them without loading the model code."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+BUNDLED_ACTORS_DIR = Path(__file__).resolve().parents[1] / "actors"  # server/actors: the shipped demo actor(s)
+DEFAULT_MIN_FREE_GPU_MB = 2048  # GPU memory kept free for rendering when an actor loads
+DEFAULT_CACHE_MB = 512  # per-pose feature cache
+
+MAX_SIDE = 4096
+MAX_PIXELS = 4096 * 2304  # 4K UHD-ish; larger frames go through tiles/jobs, not one request
+MIN_VOXEL_SIZE = 0.002  # metres; finer grids take minutes per pose and gigabytes
+MAX_VOXEL_SIZE = 0.2
+DEFAULT_VOXEL_SIZE = 0.005
+MAX_MESH_GRID_POINTS = 50_000_000
+MAX_JOB_FRAMES = 100_000
+
+
+def grid_points(extent: tuple[float, float, float], voxel_size: float) -> int:
+    """Points of a marching-cubes grid with spacing ``voxel_size`` (metres) over a box of ``extent`` (metres)."""
+    return math.prod(math.ceil(e / voxel_size) + 1 for e in extent)

@@ -1,0 +1,54 @@
+"""Defaults of training, evaluation and meshing, in one place. Torch-free: the commands read them to build their
+``--help`` without loading the model code; the libraries (train, evaluate, mesh) import them from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Training: the original recipe (Neural Body's configs/zju_mocap_exp/latent_xyzc_313.yaml and train/trainers).
+BASE_LR = 5e-4
+EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
+DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
+N_RAYS = 1024
+N_SAMPLES = 64
+DEFAULT_ITERS = 200_000  # 400 epochs × 500
+DEFAULT_CACHE_MB = 4096
+
+
+@dataclass
+class TrainConfig:
+    iters: int = DEFAULT_ITERS
+    rays: int = N_RAYS
+    n_samples: int = N_SAMPLES
+    lr: float = BASE_LR
+    epoch_iters: int = EPOCH_ITERS
+    decay_iters: float = DECAY_EPOCHS * EPOCH_ITERS
+    save_every: int = 5 * EPOCH_ITERS  # the original's save_latest_ep = 5
+    log_every: int = 100
+    seed: int = 0
+    cache_mb: float = DEFAULT_CACHE_MB
+    progress: bool = True
+    # Not in the original: weight of an MSE between the accumulated opacity and the body mask. On black backgrounds
+    # the colour loss alone cannot tell "transparent" from "opaque black", so actors trained without it may carry
+    # black fog inside the body's box; compositing needs a clean alpha.
+    mask_loss: float = 0.0
+    # "occupancy" (the fast path's sampler): only samples inside the posed body's occupancy reach the network, the
+    # rest count as empty; "box": every sample of the padded box, as the original.
+    sampler: str = "occupancy"
+    occupancy_margin: float = 0.03
+    # Held-out PSNR every N steps (0 = never), logged beside the loss for learning curves (not counted as training
+    # time): a fixed set of test-view images at half resolution, rendered with the fast path.
+    eval_every: int = 0
+
+
+SAMPLERS: tuple[str, ...] = ("occupancy", "box")
+
+
+# Evaluation (the original's evaluator: every 30th frame) and meshing (mesh_th of the ZJU config, 5 mm voxels).
+FRAME_INTERVAL = 30
+MESH_POINTS = 100_000  # IoU / Chamfer samples
+MESH_VOXEL_SIZE = 0.005  # metres
+MESH_THRESHOLD = 5.0  # iso level of the raw density
+
+# BatchNorm statistics at render time: the frame's batch statistics (the original's) or the running ones.
+BATCHNORM_MODES: tuple[str, ...] = ("batch_stats", "running")

@@ -1,0 +1,255 @@
+"""The fast path against the reference path: occupancy, fast renderer, coarse-to-fine meshes, occupancy sampling.
+
+Agreement is measured on trained weights (the bundled demo actor, and the same weights after a round trip through
+the original checkpoint layout and ``import-checkpoint``): a random network has density everywhere and says nothing
+about a real actor. Thresholds are DESIGN §5's: PSNR ≥ 40 dB over premultiplied RGB, max alpha difference ≤ 0.02.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neural_human_addon.core.camera import look_at_extrinsics
+from server.neural_body.fast_renderer import FastRenderer, fused_feature_latent
+from server.neural_body.occupancy import body_occupancy
+from server.neural_body.sparse_input import prepare_sparse_input
+from server.neural_body.volume_renderer import ImageRender, raw2outputs, render_image, render_rays, sample_depths
+from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
+
+DEMO_ACTOR = Path(__file__).resolve().parents[2] / "server" / "actors" / "demo"
+W, H = 40, 56
+
+
+def premultiplied_psnr(a: ImageRender, b: ImageRender) -> float:
+    pa = a.straight_rgb * a.opacity[..., None]
+    pb = b.straight_rgb * b.opacity[..., None]
+    mse = float(np.mean((pa - pb) ** 2))
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def assert_agree(ref: ImageRender, fast: ImageRender) -> None:
+    assert ref.opacity.max() > 0.9, "the body must be in view"
+    assert premultiplied_psnr(ref, fast) >= 40.0
+    assert np.abs(ref.opacity - fast.opacity).max() <= 0.02
+    # the evaluation outputs (the original's rgb_map/acc_map with the 1e10 last interval) agree too
+    assert -10 * math.log10(max(float(np.mean((ref.rgb - fast.rgb) ** 2)), 1e-20)) >= 40.0
+    assert np.abs(ref.alpha - fast.alpha).max() <= 0.02
+    solid = (ref.opacity > 0.5) & (fast.opacity > 0.5)
+    assert solid.sum() > 50
+    assert np.abs(ref.surface_depth - fast.surface_depth)[solid].max() < 0.01  # metres
+
+
+@pytest.fixture(scope="module")
+def demo_actor():
+    from server.neural_body.actor import load_actor
+
+    return load_actor(DEMO_ACTOR)
+
+
+def posed_body(actor, frame: int, bend: bool = False):
+    """Vertices, Rh, Th of a captured frame of the actor, or a new pose (arms and a knee moved) when ``bend``."""
+    from server.body.model import load_body_model
+
+    m = actor.motion
+    poses = m.poses[frame].copy()
+    if bend:  # a pose the actor never saw: shoulders raised, one knee bent
+        poses[16 * 3 + 2] -= 0.9
+        poses[17 * 3 + 2] += 0.9
+        poses[4 * 3] += 1.0
+    body = {"poses": poses, "shapes": m.shapes[frame], "Rh": m.Rh[frame], "Th": m.Th[frame]}
+    verts = load_body_model(None).pose(body).vertices[0].numpy()
+    return verts, m.Rh[frame], m.Th[frame]
+
+
+def camera_around(verts: np.ndarray, azimuth: float, elevation: float = 0.3):
+    centre = (verts.min(0) + verts.max(0)) / 2
+    eye = centre + 3.0 * np.array([math.cos(azimuth), math.sin(azimuth), elevation])
+    R, T = look_at_extrinsics(eye, centre)
+    f = 0.85 * H * 3.0 / float(verts[:, 2].ptp())
+    K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
+    return K, R, T
+
+
+def render_both(network, verts, rh, th, latent: int, azimuth: float) -> tuple[ImageRender, ImageRender, FastRenderer]:
+    K, R, T = camera_around(verts, azimuth)
+    ref = render_image(network, verts, rh, th, latent, K, R, T, W, H)
+    fast = FastRenderer()
+    out = render_image(network, verts, rh, th, latent, K, R, T, W, H, renderer=fast)
+    return ref, out, fast
+
+
+# ---------------------------------------------------------------------------------------------------- occupancy
+
+
+def test_occupancy_holds_the_body_its_margin_and_interior_only():
+    verts = ellipsoid_body(2000)
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    occ = body_occupancy(sparse, margin=0.03)
+    smpl = sparse.world_to_smpl(torch.from_numpy(verts))
+    assert bool(occ.contains(smpl).all())
+    centre = smpl.mean(dim=0)
+    outward = (smpl - centre) / torch.linalg.norm(smpl - centre, dim=1, keepdim=True)
+    assert bool(occ.contains(smpl + 0.029 * outward).all())  # within the margin
+    # points farther from every vertex than the margin plus the cells' quantisation are empty
+    from scipy.spatial import cKDTree
+
+    probes = centre + torch.rand(20000, 3, dtype=torch.float32) * 1.2 - 0.6
+    distance, _ = cKDTree(smpl.numpy()).query(probes.numpy())
+    outside = (((probes - torch.tensor([0.1, -0.2, 1.0])) / torch.tensor([0.15, 0.1, 0.35])) ** 2).sum(1) > 1
+    far_away = torch.from_numpy(distance > 0.03 + 2 * math.sqrt(3) * occ.cell_size + 0.005) & outside
+    assert int(far_away.sum()) > 1000 and not bool(occ.contains(probes[far_away]).any())
+    assert 0.02 < occ.fraction < 0.9
+    assert bool(occ.contains(centre[None])[0])  # the interior is kept (see-through actors)
+    assert not bool(occ.contains(centre[None] + 5.0)[0])  # outside the grid
+    moved = prepare_sparse_input(verts + 0.4, np.zeros(3), np.full(3, 0.4))
+    shifted = occ.anchored_at(moved)
+    assert bool(shifted.contains(moved.world_to_smpl(torch.from_numpy(verts + 0.4))).all())
+    with pytest.raises(ValueError, match="margin"):
+        body_occupancy(sparse, margin=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------------- renderer
+
+
+def test_fused_colour_head_is_the_network_colour_head():
+    network = random_network(300, 3)
+    net = torch.randn(50, 256)
+    wpts, view = torch.randn(50, 3), torch.nn.functional.normalize(torch.randn(50, 3), dim=1)
+    weight, bias = fused_feature_latent(network, 2)
+    fused = torch.nn.functional.linear(net, weight, bias)
+    features = torch.nn.functional.linear(net, network.feature_fc.weight[..., 0], network.feature_fc.bias)
+    latent = network.latent.weight[2].expand(50, -1)
+    plain = torch.nn.functional.linear(torch.cat([features, latent], 1), network.latent_fc.weight[..., 0],
+                                       network.latent_fc.bias)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        renderer = FastRenderer()
+        colour = renderer._colour(network, net, wpts, view, 2)
+        expected = torch.sigmoid(network.color_head(net, wpts, view, 2))
+    torch.testing.assert_close(colour, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("frame", "bend", "azimuth"), [(20, False, -1.3), (50, True, 2.2)],
+                         ids=["captured-pose-novel-view", "novel-pose"])
+def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame, bend, azimuth):
+    verts, rh, th = posed_body(demo_actor, frame, bend)
+    ref, fast, renderer = render_both(demo_actor.network, verts, rh, th, min(frame, 67), azimuth)
+    assert_agree(ref, fast)
+    stats = renderer.last_stats
+    assert stats["occupied_rays"] < stats["box_rays"]  # rays that miss the body never reached the network
+    assert stats["density_points"] < 0.5 * stats["box_rays"] * 64
+
+
+@pytest.mark.slow
+def test_fast_renderer_agrees_on_an_imported_checkpoint(demo_actor, tmp_path):
+    """The demo actor's weights written in the original layout (spconv 1.x) and imported back."""
+    from server.neural_body.actor import load_actor
+    from server.neural_body.checkpoint_import import import_checkpoint
+    from tests.server.neural_body.test_checkpoint_import import original_checkpoint
+
+    path = tmp_path / "latest.pth"
+    torch.save(original_checkpoint(demo_actor.network), path)
+    import_checkpoint(path, tmp_path / "imported", body_model="demo")
+    imported = load_actor(tmp_path / "imported")
+    verts, rh, th = posed_body(demo_actor, 33, bend=True)
+    ref, fast, _ = render_both(imported.network, verts, rh, th, 0, 0.4)
+    assert_agree(ref, fast)
+
+
+def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():
+    """Training with the occupancy: the samples outside it are empty, and gradients reach the network only
+    through the samples inside it."""
+    from server.neural_body.rays import get_rays, near_far
+    from tests.server.neural_body.nb_fixtures import look_at, pinhole
+
+    verts = ellipsoid_body(400)
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    network = random_network(400, 1).train()
+    R, T = look_at(np.array([0.1, -2.5, 1.0]), np.array([0.1, -0.2, 1.0]))
+    o, d = get_rays(12, 10, pinhole(10, 12, 20.0), R, T)
+    near, far, mask = near_far(sparse.world_bounds, o, d)
+    o, d, near, far = o[mask], d[mask], near[mask], far[mask]
+    occ = body_occupancy(sparse, margin=0.02)
+    volumes = network.encode_sparse_voxels(sparse)
+    torch.manual_seed(3)
+    fast = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ)
+    torch.manual_seed(3)  # the same stratified jitter
+    z = sample_depths(near, far, 16, perturb=True)
+    pts = o[:, None] + d[:, None] * z[..., None]
+    inside = occ.contains(sparse.world_to_smpl(pts))
+    assert 0 < int(inside.sum()) < inside.numel()
+    view = (d / torch.linalg.norm(d, dim=-1, keepdim=True))[:, None].expand_as(pts)
+    raw = network.calculate_density_color(pts.reshape(-1, 3), view.reshape(-1, 3), volumes, sparse, 0)
+    raw = raw.reshape(-1, 16, 4) * inside[..., None]
+    expected = raw2outputs(raw, z, d)
+    torch.testing.assert_close(fast.rgb_map, expected.rgb_map)
+    torch.testing.assert_close(fast.acc_map, expected.acc_map)
+    fast.rgb_map.sum().backward()
+    assert network.fc_0.weight.grad is not None and float(network.fc_0.weight.grad.abs().sum()) > 0
+
+
+# ---------------------------------------------------------------------------------------------------- meshes
+
+
+@pytest.mark.slow
+def test_coarse_to_fine_mesh_is_the_dense_mesh(demo_actor):
+    """Same grid, same iso-level: the inside sets agree (IoU ≥ 0.99) and every vertex lies within half a voxel of
+    the dense mesh's surface. (1.5 cm so that the dense reference stays affordable on a CPU.)"""
+    from scipy.spatial import cKDTree
+
+    from server.neural_body.batchnorm_mode import batch_statistics
+    from server.neural_body.mesh import THRESHOLD, extract_mesh, extract_mesh_from_density
+    from server.neural_body.mesh_coarse_to_fine import density_levels, extract_mesh_coarse_to_fine
+
+    network = demo_actor.network
+    verts, rh, th = posed_body(demo_actor, 10, bend=True)
+    sparse = prepare_sparse_input(verts, rh, th)
+    voxel = 0.015
+    dense = extract_mesh(network, sparse, 10, voxel_size=voxel, colors=False)
+    fast = extract_mesh_coarse_to_fine(network, sparse, 10, voxel_size=voxel, colors=True)
+    assert len(dense.faces) > 1000 and fast.colors is not None and len(fast.colors) == len(fast.vertices)
+    dist, _ = cKDTree(dense.vertices).query(fast.vertices)
+    assert dist.max() <= 0.5 * voxel
+    # the inside sets on the grid
+    occ = body_occupancy(sparse)
+    with torch.no_grad(), batch_statistics(network):
+        volumes = network.encode_sparse_voxels(sparse)
+
+        def density(points):
+            return network.calculate_density(torch.from_numpy(points), volumes, sparse)[:, 0].numpy()
+
+        def inside(points):
+            return occ.contains(sparse.world_to_smpl(torch.from_numpy(points))).numpy()
+
+        box = sparse.world_bounds.numpy()
+        levels, _, evaluated = density_levels(density, inside, box, voxel_size=voxel)
+        captured = {}
+
+        def dense_density(points):
+            values = density(points)
+            captured.setdefault("parts", []).append(values)
+            return values
+
+        extract_mesh_from_density(dense_density, box, voxel_size=voxel)
+    full = np.concatenate(captured["parts"]).reshape(levels.shape) > THRESHOLD
+    mine = levels > THRESHOLD
+    iou = (full & mine).sum() / (full | mine).sum()
+    assert iou >= 0.99
+    assert evaluated < 0.5 * full.size
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_renderer_agrees_with_reference_on_cuda(demo_actor):
+    from server.neural_body.actor import load_actor
+
+    actor = load_actor(DEMO_ACTOR, "cuda")
+    verts, rh, th = posed_body(demo_actor, 40, bend=True)
+    ref, fast, _ = render_both(actor.network, verts, rh, th, 40, 0.9)
+    assert_agree(ref, fast)
