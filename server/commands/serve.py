@@ -20,6 +20,7 @@ from pathlib import Path
 
 from neural_human_addon.core.server_client import is_loopback_host
 from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
+from server.neural_body.config import DEFAULT_MARGIN, PRECISIONS, RENDERERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-free-gpu-mb", type=int, default=DEFAULT_MIN_FREE_GPU_MB,
                         help="CUDA: before an actor loads, unload least-recently-used actors until this much GPU "
                              f"memory stays free besides its weights (default {DEFAULT_MIN_FREE_GPU_MB})")
+    parser.add_argument("--renderer", choices=RENDERERS, default="fast",
+                        help="fast (default): only where the body is, agreeing with the reference path (PSNR >= 40 "
+                             "dB); reference: Neural Body's own sampling of the whole box")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help=f"fast path: metres around the body that may hold density (default {DEFAULT_MARGIN}; "
+                             "raise it for actors with loose clothes far from the body model)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fast path: precision of the point network (bf16/fp16 on CUDA; default fp32)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
 
 
@@ -65,6 +74,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--max-loaded and --min-free-gpu-mb must be >= 0; got {args.max_loaded}, {args.min_free_gpu_mb}"
     if args.actors is not None and not args.actors.is_dir():  # the bundled folder may be empty or absent
         return f"--actors {args.actors}: no such folder (create it or point to your actors)"
+    if not 0.0 <= args.margin <= 1.0:
+        return f"--margin must be 0..1 metres; got {args.margin}"
     if args.token is not None and len(args.token) < 16:
         return "--token must be at least 16 characters"
     return None
@@ -88,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from server.http.app import create_app
     from server.inference.service import default_jobs_dir
+    from server.neural_body.render_settings import RenderSettings
     from server.neural_body.train import resolve_device
 
     problem = check_arguments(args)
@@ -104,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
     try:
         app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,
-                         max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20)
+                         max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20,
+                         settings=RenderSettings(args.renderer, args.margin, args.precision))
     except OSError as err:
         print(f"error: --jobs-dir {jobs_dir}: {err}", file=sys.stderr)
         return 2
@@ -115,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"no actors found in {where}: train one with `python -m server train` or pass --actors", flush=True)
     limit = f"at most {args.max_loaded} loaded" if args.max_loaded else "no limit on loaded actors"
-    print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, jobs in {jobs_dir}, {limit})",
+    print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, {args.renderer} renderer, jobs in "
+          f"{jobs_dir}, {limit})",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from server.neural_body.config import SAMPLERS, TrainConfig
+from server.neural_body.config import OCCUPANCY_RAYS, SAMPLERS, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=DEFAULTS.iters, help=f"total iterations ({DEFAULTS.iters})")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.train/latest.pt")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--rays", type=int, default=DEFAULTS.rays, help=f"rays per step per GPU ({DEFAULTS.rays})")
+    parser.add_argument("--rays", type=int, default=None,
+                        help=f"rays per step per GPU (default {OCCUPANCY_RAYS} with the occupancy sampler, which "
+                             f"spends the samples it skips on more rays; {DEFAULTS.rays} with the box sampler, the "
+                             "original's)")
     parser.add_argument("--samples", type=int, default=DEFAULTS.n_samples,
                         help=f"samples per ray ({DEFAULTS.n_samples})")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"initial learning rate ({DEFAULTS.lr})")
@@ -50,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "original recipe")
     parser.add_argument("--occupancy-margin", type=float, default=DEFAULTS.occupancy_margin,
                         help=f"metres around the body that the occupancy sampler keeps ({DEFAULTS.occupancy_margin})")
+    parser.add_argument("--outside-share", type=float, default=DEFAULTS.outside_share,
+                        help="share of the samples outside the occupancy still evaluated, so the network keeps that "
+                             f"space empty ({DEFAULTS.outside_share})")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this actor's weights (trained on the same dataset) instead of a fresh network")
     parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from server.neural_body.actor import ActorError
     from server.neural_body.train import Trainer, init_distributed, write_actor
 
+    if args.rays is None:
+        args.rays = OCCUPANCY_RAYS if args.sampler == "occupancy" else DEFAULTS.rays
     for name in ("iters", "rays", "samples", "epoch_iters", "log_every"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                              save_every=args.save_every, log_every=args.log_every, seed=args.seed,
                              cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss,
                              sampler=args.sampler, occupancy_margin=args.occupancy_margin,
+                             outside_share=args.outside_share,
                              eval_every=args.eval_every)
         checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
         trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)

@@ -13,8 +13,9 @@ from server.errors import InvalidInput
 from server.inference.actor_registry import LoadedActor
 from server.inference.limits import MAX_MESH_GRID_POINTS, grid_points
 from server.inference.posing import appearance_code, pose_body
-from server.neural_body.feature_cache import CachedRenderer, FeatureCache, cached_volumes
-from server.neural_body.mesh import extract_mesh
+from server.neural_body.feature_cache import FeatureCache
+from server.neural_body.mesh import Mesh
+from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
 from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import render_image
 
@@ -26,13 +27,15 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: PinholeCamera, outputs: list[str],
-                 appearance_frame: int | None, cache: FeatureCache | None = None) -> dict[str, np.ndarray]:
-    """→ {"rgba": (H,W,4) float32 straight alpha, "depth": (H,W) float32, 0 where alpha = 0} (those in outputs).
-    With ``cache`` the pose's feature volumes are reused across cameras (same pixels as without)."""
+                 appearance_frame: int | None, cache: FeatureCache | None = None,
+                 settings: RenderSettings = DEFAULT_SETTINGS) -> dict[str, np.ndarray]:
+    """→ {"rgba": (H,W,4) float32 straight alpha, "depth": (H,W) float32, 0 where alpha = 0} (those in outputs),
+    by the fast or the reference path (``settings``). With ``cache`` the pose's features (and occupancy) are reused
+    across cameras (same pixels as without)."""
     network = loaded.actor.network
     latent = appearance_code(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
-    renderer = CachedRenderer(cache=cache, owner=loaded.actor_id, pose=(verts, rh, th)) if cache is not None else None
+    renderer = settings.image_renderer(cache, loaded.actor_id)
     result = render_image(network, verts, rh, th, latent, np.asarray(camera.K, np.float64),
                           np.asarray(camera.R, np.float64), np.asarray(camera.T, np.float64), camera.width,
                           camera.height, renderer=renderer)
@@ -49,9 +52,11 @@ def render_frame(loaded: LoadedActor, body: dict[str, Any], camera: PinholeCamer
 
 
 def mesh_frame(loaded: LoadedActor, body: dict[str, Any], voxel_size: float, colors: bool,
-               appearance_frame: int | None, cache: FeatureCache | None = None) -> Any:
-    """→ server.neural_body.mesh.Mesh in world metres (colours (N,3) uint8 when ``colors``, even when empty).
-    With ``cache`` the pose's feature volumes are shared with renders and other meshes of the pose (same mesh)."""
+               appearance_frame: int | None, cache: FeatureCache | None = None,
+               settings: RenderSettings = DEFAULT_SETTINGS) -> Mesh:
+    """→ server.neural_body.mesh.Mesh in world metres (colours (N,3) uint8 when ``colors``, even when empty), coarse
+    to fine inside the occupancy (fast) or on the dense grid (reference). With ``cache`` the pose's features are
+    shared with renders and other meshes of the pose (same mesh)."""
     network = loaded.actor.network
     latent = appearance_code(appearance_frame, network.num_train_frames)
     verts, rh, th = pose_body(loaded, body)
@@ -62,11 +67,8 @@ def mesh_frame(loaded: LoadedActor, body: dict[str, Any], voxel_size: float, col
         raise InvalidInput(f"voxel_size: a {voxel_size} m grid over this body's box has {points} points (limit "
                            f"{MAX_MESH_GRID_POINTS}); use a larger voxel_size", "voxel_size")
 
-    def cached_encode(sparse_input: Any) -> Any:
-        return cached_volumes(cache, loaded.actor_id, network, sparse_input, (verts, rh, th))
-
-    result = extract_mesh(network, sparse, latent, voxel_size=voxel_size, colors=colors,
-                          encode=cached_encode if cache is not None else None)
+    result = settings.mesh(network, sparse, latent, voxel_size=voxel_size, colors=colors, cache=cache,
+                           owner=loaded.actor_id)
     if colors and result.colors is None:  # an empty mesh still answers every requested array
         result.colors = np.zeros((0, 3), np.uint8)
     return result

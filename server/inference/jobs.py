@@ -26,6 +26,7 @@ from server.errors import DiskFull, FrameNotAvailable, InvalidInput, NeuralHuman
 from server.inference.actor_registry import ActorRegistry
 from server.inference.frames import mesh_frame, npz_bytes, render_frame
 from server.inference.model_queue import ModelQueue
+from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 RENDER_OUTPUTS = ("rgba", "depth")
@@ -122,8 +123,10 @@ def restore_job(folder: Path) -> Job | None:
 
 
 class JobManager:
-    def __init__(self, root: str | Path, registry: ActorRegistry, inference: ModelQueue):
+    def __init__(self, root: str | Path, registry: ActorRegistry, inference: ModelQueue,
+                 settings: RenderSettings = DEFAULT_SETTINGS):
         self.root = Path(root)
+        self.settings = settings
         self.root.mkdir(parents=True, exist_ok=True)
         self.registry = registry
         self.inference = inference
@@ -230,8 +233,8 @@ class JobManager:
         render = [o for o in req.outputs if o in RENDER_OUTPUTS]
         if render:
             out.update(render_frame(loaded, f.body, f.camera, render, req.appearance_frame,
-                                    self.registry.feature_cache))
+                                    self.registry.feature_cache, self.settings))
         if "mesh" in req.outputs:
             out.update(mesh_frame(loaded, f.body, req.voxel_size, req.colors, req.appearance_frame,
-                                  self.registry.feature_cache).to_wire())
+                                  self.registry.feature_cache, self.settings).to_wire())
         return out

@@ -20,6 +20,7 @@ from server.inference.frames import mesh_frame, render_frame
 from server.inference.jobs import JobManager
 from server.inference.model_queue import ModelQueue
 from server.neural_body.mesh import Mesh
+from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
 
 T = TypeVar("T")
 
@@ -43,18 +44,21 @@ def device_info(device: str) -> dict[str, Any]:
 class InferenceService:
     """Actors under ``registry``'s root, model work serialised by ``queue``, jobs kept by ``jobs``."""
 
-    def __init__(self, registry: ActorRegistry, queue: ModelQueue, jobs: JobManager):
+    def __init__(self, registry: ActorRegistry, queue: ModelQueue, jobs: JobManager,
+                 settings: RenderSettings = DEFAULT_SETTINGS):
         self.registry = registry
         self.queue = queue
         self.jobs = jobs
+        self.settings = settings
 
     @classmethod
     def create(cls, actors_root: str | Path, device: str, jobs_dir: str | Path, cache_bytes: int, *,
-               max_loaded: int, min_free_gpu_bytes: int) -> InferenceService:
+               max_loaded: int, min_free_gpu_bytes: int,
+               settings: RenderSettings = DEFAULT_SETTINGS) -> InferenceService:
         registry = ActorRegistry(actors_root, device, cache_bytes, max_loaded=max_loaded,
                                  min_free_gpu_bytes=min_free_gpu_bytes)
         queue = ModelQueue()
-        return cls(registry, queue, JobManager(jobs_dir, registry, queue))
+        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings), settings)
 
     def model_work(self, actor_id: str, fn: Callable[[], T]) -> T:
         """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more."""
@@ -64,6 +68,8 @@ class InferenceService:
         """Device, loaded actors, queue, feature cache and memory figures (the health answer's body)."""
         registry, cache = self.registry, self.registry.feature_cache
         return {"device": device_info(registry.device), "loaded_actors": registry.loaded_ids(),
+                "renderer": {"path": self.settings.renderer, "margin_m": self.settings.margin,
+                             "precision": self.settings.precision},
                 "queue_waiting": self.queue.waiting,
                 "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
                                   "hits": cache.hits, "misses": cache.misses},
@@ -90,14 +96,14 @@ class InferenceService:
         """One frame (see frames.render_frame), with the per-pose feature cache."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: render_frame(self.registry.get(actor_id), body, camera, outputs,
-                                                              appearance_frame, cache))
+                                                              appearance_frame, cache, self.settings))
 
     def mesh(self, actor_id: str, body: dict[str, Any], voxel_size: float, colors: bool,
              appearance_frame: int | None) -> Mesh:
         """One mesh (see frames.mesh_frame), sharing the per-pose feature cache with renders."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: mesh_frame(self.registry.get(actor_id), body, voxel_size, colors,
-                                                            appearance_frame, cache))
+                                                            appearance_frame, cache, self.settings))
 
     def unload(self, actor_id: str) -> dict[str, Any]:
         was = self.queue.run(lambda: self.registry.unload(actor_id))

@@ -10,6 +10,7 @@ BASE_LR = 5e-4
 EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
 DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
 N_RAYS = 1024
+OCCUPANCY_RAYS = 2048  # the occupancy sampler evaluates ~1/4 of the samples: it affords twice the rays per step
 N_SAMPLES = 64
 DEFAULT_ITERS = 200_000  # 400 epochs × 500
 DEFAULT_CACHE_MB = 4096
@@ -35,7 +36,10 @@ class TrainConfig:
     # "occupancy" (the fast path's sampler): only samples inside the posed body's occupancy reach the network, the
     # rest count as empty; "box": every sample of the padded box, as the original.
     sampler: str = "occupancy"
-    occupancy_margin: float = 0.03
+    occupancy_margin: float = 0.05
+    # Share of the samples outside the occupancy that are evaluated anyway (drawn at random each step), so that the
+    # network keeps learning that space is empty there: renders with the reference path (the whole box) stay clean.
+    outside_share: float = 0.05
     # Held-out PSNR every N steps (0 = never), logged beside the loss for learning curves (not counted as training
     # time): a fixed set of test-view images at half resolution, rendered with the fast path.
     eval_every: int = 0
@@ -49,6 +53,12 @@ FRAME_INTERVAL = 30
 MESH_POINTS = 100_000  # IoU / Chamfer samples
 MESH_VOXEL_SIZE = 0.005  # metres
 MESH_THRESHOLD = 5.0  # iso level of the raw density
+
+# Rendering paths (render_settings.RenderSettings): fast (default) or reference; the fast path's occupancy margin
+# (occupancy.DEFAULT_MARGIN) and the precision of its point network.
+RENDERERS: tuple[str, ...] = ("fast", "reference")
+DEFAULT_MARGIN = 0.05  # metres: measured, see docs/fast_path.md
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 # BatchNorm statistics at render time: the frame's batch statistics (the original's) or the running ones.
 BATCHNORM_MODES: tuple[str, ...] = ("batch_stats", "running")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.neural_body.config import PRECISIONS
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
@@ -38,7 +39,6 @@ from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import FAR_DIST, N_SAMPLES, ImageRender, sample_depths
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 RAY_CHUNK = 32768  # rays whose samples are laid out at once (bounds the (R,S,3) point arrays)
 
 

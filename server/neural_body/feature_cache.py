@@ -78,10 +78,12 @@ class FeatureCache:
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Number of poses held (a pose's volumes, tables and occupancies count once)."""
+        with self._lock:
+            return len({key.split(":", 1)[0] for key in self._entries})
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        return key in self._entries or any(k.startswith(key + ":") for k in self._entries)
 
     def get(self, key: str, owner: str, build: Callable[[], T], *, counted: bool = True) -> T:
         """The value kept under ``key``, or ``build()`` kept for next time (when it fits the budget)."""

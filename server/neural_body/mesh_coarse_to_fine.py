@@ -1,9 +1,9 @@
 """Meshes of the fast path: density only inside the pose's occupancy, coarse to fine, marching cubes once.
 
 ``extract_mesh_coarse_to_fine(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
-occupancy=None, levels=3, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives the surface of ``mesh.extract_mesh`` (the same grid over the
-posed world box, the same iso-level, the same marching cubes and colours) while evaluating the network on a small
-part of that grid:
+occupancy=None, levels=3, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives
+the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same marching
+cubes and colours) while evaluating the network on a small part of that grid:
 
 1. the grid at ``2**(levels-1)`` times the voxel size, only at points inside the occupancy (points outside are empty);
 2. at each finer level, only the corners of the cells that straddle the iso-level, and their neighbour cells; every
@@ -28,7 +28,7 @@ from server.neural_body.batchnorm_mode import batch_statistics
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, _vertex_colors, grid_axes, marching_cubes
 from server.neural_body.network import NeuralBodyNetwork
-from server.neural_body.occupancy import Occupancy, body_occupancy
+from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
 from server.neural_body.sparse_input import SparseInput
 
 LEVELS = 3  # 5 mm meshes start on a 2 cm grid
@@ -116,6 +116,7 @@ def extract_mesh_coarse_to_fine(
     levels: int = LEVELS,
     chunk: int = QUERY_CHUNK,
     encode: Callable[[SparseInput], FeatureTables | list[torch.Tensor]] | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> Mesh:
     """``mesh.extract_mesh``'s surface from far fewer network queries (see the module docstring)."""
     device = network.c.weight.device
@@ -124,7 +125,7 @@ def extract_mesh_coarse_to_fine(
     def encode_tables(s: SparseInput) -> FeatureTables:
         return FeatureTables.from_levels(network.encode_sparse_levels(s))
 
-    occupancy = (occupancy or body_occupancy(sparse_input)).to(device)
+    occupancy = (occupancy or body_occupancy(sparse_input, margin)).to(device)
     was_training = network.training
     network.eval()
     try:

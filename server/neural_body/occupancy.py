@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from server.neural_body.config import DEFAULT_MARGIN
 from server.neural_body.sparse_input import SparseInput
 
-DEFAULT_MARGIN = 0.03  # metres around the body's vertices counted as possibly non-empty (measured: docs/fast_path.md)
 MIN_CELL = 0.005
 MAX_CELL = 0.02
 

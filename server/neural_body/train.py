@@ -186,7 +186,8 @@ class TrainingData:
 # ---------------------------------------------------------------------------------------------------- step
 
 
-def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0) -> torch.nn.Module:
+def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0,
+                        outside_share: float = 0.0) -> torch.nn.Module:
     """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
     wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)."""
     class RenderLoss(nn.Module):
@@ -203,7 +204,7 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
             else:  # the fast path's sampler: feature tables (same values, no densifying), occupied samples only
                 volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input))
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
-                              n_samples=n_samples, perturb=True, occupancy=occupancy)
+                              n_samples=n_samples, perturb=True, occupancy=occupancy, outside_share=outside_share)
             colour = torch.mean((out.rgb_map - rgb) ** 2)
             if mask_loss > 0.0 and alpha is not None:
                 return colour + mask_loss * torch.mean((out.opacity_map - alpha) ** 2), colour
@@ -249,7 +250,7 @@ class Trainer:
         self.rng = np.random.default_rng([config.seed, rank])
         self.generator_seed = config.seed * 1000 + rank
         torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
-        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss)
+        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share)
         if world_size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)

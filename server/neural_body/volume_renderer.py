@@ -117,7 +117,7 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
 def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                   ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                   latent_index: int | torch.Tensor, n_samples: int, perturb: bool,
-                  occupancy: Occupancy | None) -> RayOutputs:
+                  occupancy: Occupancy | None, outside_share: float) -> RayOutputs:
     z_vals = sample_depths(near, far, n_samples, perturb=perturb)
     pts = ray_o[:, None] + ray_d[:, None] * z_vals[..., None]  # (R,S,3) world
     viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
@@ -127,7 +127,10 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
                                               latent_index)
     else:
         # Samples outside the body's occupancy are empty: raw = 0 gives density relu(0) = 0, so they add nothing.
-        rows = torch.nonzero(occupancy.contains(sparse_input.world_to_smpl(pts)).reshape(-1))[:, 0]
+        keep = occupancy.contains(sparse_input.world_to_smpl(pts))
+        if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
+            keep = keep | (torch.rand(keep.shape, device=keep.device) < outside_share)
+        rows = torch.nonzero(keep.reshape(-1))[:, 0]
         values = network.calculate_density_color(pts.reshape(-1, 3)[rows], viewdir.reshape(-1, 3)[rows], volumes,
                                                  sparse_input, latent_index)
         raw = values.new_zeros((pts.shape[0] * n_samples, 4)).index_put((rows,), values)
@@ -137,13 +140,14 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
 def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                 ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                 latent_index: int | torch.Tensor, *, n_samples: int = N_SAMPLES, perturb: bool = False,
-                chunk: int = CHUNK, occupancy: Occupancy | None = None) -> RayOutputs:
+                chunk: int = CHUNK, occupancy: Occupancy | None = None, outside_share: float = 0.0) -> RayOutputs:
     """Render R rays (all assumed to hit the box) in chunks of ``chunk`` rays → ``RayOutputs``. With ``occupancy``
-    only the samples inside it reach the network (the others are empty): the training sampler of the fast path."""
+    only the samples inside it (and a random ``outside_share`` of the others) reach the network; the others are
+    empty: the training sampler of the fast path."""
     jitter = bool(perturb) and network.training
     parts = [
         _render_chunk(network, volumes, sparse_input, ray_o[i:i + chunk], ray_d[i:i + chunk], near[i:i + chunk],
-                      far[i:i + chunk], latent_index, n_samples, jitter, occupancy)
+                      far[i:i + chunk], latent_index, n_samples, jitter, occupancy, outside_share)
         for i in range(0, ray_o.shape[0], chunk)
     ]
     if not parts:

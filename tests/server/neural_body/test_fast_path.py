@@ -21,7 +21,7 @@ from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import ImageRender, raw2outputs, render_image, render_rays, sample_depths
 from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
 
-DEMO_ACTOR = Path(__file__).resolve().parents[2] / "server" / "actors" / "demo"
+DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 W, H = 40, 56
 
 
