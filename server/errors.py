@@ -7,11 +7,19 @@ API's error code) and, for bad input, the ``field`` at fault (a dotted request p
 
 from __future__ import annotations
 
+import re
+
 
 class NeuralHumanError(Exception):
-    """Base of the server's own errors; ``code`` defaults to the class's, ``field`` names the input at fault."""
+    """Base of the server's own errors; ``field`` names the input at fault. ``code`` is the class name in snake_case
+    (``UnknownActor`` -> ``unknown_actor``) unless a class or an instance sets another."""
 
     code = "error"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
     def __init__(self, message: str, field: str | None = None, *, code: str | None = None):
         super().__init__(message)
@@ -30,15 +38,13 @@ class InvalidInput(NeuralHumanError, ValueError):
 class InvalidActorId(InvalidInput):
     """An actor id that is not a plain folder name (it could leave the actors folder)."""
 
-    code = "invalid_actor_id"
-
 
 class UnknownActor(NeuralHumanError):
-    code = "unknown_actor"
+    """No actor folder of that id under the actors root."""
 
 
 class UnknownJob(NeuralHumanError):
-    code = "unknown_job"
+    """No job of that id in the jobs folder."""
 
 
 class FrameNotAvailable(NeuralHumanError):
@@ -50,22 +56,18 @@ class FrameNotAvailable(NeuralHumanError):
 class ActorBroken(NeuralHumanError):
     """An actor folder whose files cannot be loaded or do not fit together."""
 
-    code = "actor_broken"
-
 
 class BodyModelMissing(NeuralHumanError):
     """The body model an actor needs (a licensed SMPL file) is not on this machine."""
 
-    code = "body_model_missing"
-
 
 class OutOfMemory(NeuralHumanError):
-    code = "out_of_memory"
+    """The GPU ran out of memory even after the other actors were unloaded."""
 
 
 class Busy(NeuralHumanError):
-    code = "busy"
+    """The model queue stayed busy longer than a caller waits."""
 
 
 class DiskFull(NeuralHumanError):
-    code = "disk_full"
+    """No room left on the disk for a job's files."""

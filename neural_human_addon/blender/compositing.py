@@ -92,13 +92,7 @@ def setup_actor_compositing(scene: Any, rgba_image: Any, depth_image: Any, frame
             raise CompositingError(f"{label} must be an image datablock (frame_images.load_image), got {image!r}")
     if depth_image.colorspace_settings.name != "Non-Color":
         depth_image.colorspace_settings.name = "Non-Color"  # metres, never colour-managed
-    layer = scene.view_layers.get(view_layer) if view_layer else None
-    if view_layer and layer is None:
-        raise CompositingError(f"scene {scene.name!r} has no view layer {view_layer!r}")
-    if layer is None:
-        context_layer = bpy.context.view_layer
-        layer = context_layer if bpy.context.scene == scene and context_layer.name in scene.view_layers \
-            else scene.view_layers[0]
+    layer = _view_layer(scene, view_layer)
     layer.use_pass_z = True
     scene.render.use_compositing = True
 
@@ -107,18 +101,7 @@ def setup_actor_compositing(scene: Any, rgba_image: Any, depth_image: Any, frame
     out = _output_node(scene, tree)
 
     def add(kinds: tuple[str, ...], label: str, x: float, y: float) -> Any:
-        for kind in kinds:  # the first type this Blender knows (node types were renamed between 4.x and 5.0)
-            try:
-                node = tree.nodes.new(kind)
-                break
-            except RuntimeError:
-                continue
-        else:
-            raise CompositingError(f"this Blender has none of the compositor node types {kinds}")
-        node.name = node.label = f"{name}: {label}"
-        node[_TAG] = name
-        node.location = (out.location.x + x, out.location.y + y)
-        return node
+        return _add_node(tree, kinds, name, label, (out.location.x + x, out.location.y + y))
 
     render = add(("CompositorNodeRLayers",), "render", -900, 250)
     render.scene = scene
@@ -135,6 +118,41 @@ def setup_actor_compositing(scene: Any, rgba_image: Any, depth_image: Any, frame
     nearer.operation = "LESS_THAN"  # 1 where actor depth < render depth
     over = add(("CompositorNodeAlphaOver",), "actor over render", 0, 0)
 
+    _link(tree, render, actor, depth, red, nearer, over, out)
+    return over
+
+
+def _view_layer(scene: Any, view_layer: str | None) -> Any:
+    """The named view layer, else the context's when it belongs to ``scene``, else the scene's first."""
+    layer = scene.view_layers.get(view_layer) if view_layer else None
+    if view_layer and layer is None:
+        raise CompositingError(f"scene {scene.name!r} has no view layer {view_layer!r}")
+    if layer is None:
+        context_layer = bpy.context.view_layer
+        layer = context_layer if bpy.context.scene == scene and context_layer.name in scene.view_layers \
+            else scene.view_layers[0]
+    return layer
+
+
+def _add_node(tree: Any, kinds: tuple[str, ...], name: str, label: str, location: tuple[float, float]) -> Any:
+    """A new node of the first of ``kinds`` this Blender knows (node types were renamed between 4.x and 5.0),
+    tagged with the setup ``name``."""
+    for kind in kinds:
+        try:
+            node = tree.nodes.new(kind)
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise CompositingError(f"this Blender has none of the compositor node types {kinds}")
+    node.name = node.label = f"{name}: {label}"
+    node[_TAG] = name
+    node.location = location
+    return node
+
+
+def _link(tree: Any, render: Any, actor: Any, depth: Any, red: Any, nearer: Any, over: Any, out: Any) -> None:
+    """Wire the setup's nodes (see setup_actor_compositing's picture)."""
     links = tree.links
     links.new(depth.outputs["Image"], red.inputs[0])
     links.new(red.outputs["Red"], nearer.inputs[0])
@@ -149,4 +167,3 @@ def setup_actor_compositing(scene: Any, rgba_image: Any, depth_image: Any, frame
     links.new(actor.outputs["Image"], foreground)
     links.new(nearer.outputs[0], factor)
     links.new(over.outputs[0], out.inputs[0])
-    return over

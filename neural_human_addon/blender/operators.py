@@ -110,6 +110,36 @@ def _connect_failed(err: Exception) -> None:
 
 
 
+# --- poll() helpers: an operator's button is greyed out, with the reason as its tooltip, until it can run -----------
+
+
+def _require(cls: type, ok: bool, reason: str) -> bool:
+    if not ok:
+        cls.poll_message_set(reason)
+    return ok
+
+
+def _is_connected(context: bpy.types.Context) -> bool:
+    return bool(context.window_manager.neural_human.connected)
+
+
+def _has_actor_root(context: bpy.types.Context) -> bool:
+    return context.scene.neural_human.actor_root is not None or any(
+        actor_scene.is_actor_root(obj) for obj in context.scene.objects)
+
+
+def _can_work_on_server_actor(cls: type, context: bpy.types.Context) -> bool:
+    """Connected, with an actor of the server picked in the panel (add, unload)."""
+    return (_require(cls, _is_connected(context), "Connect to the server first")
+            and _require(cls, bool(context.scene.neural_human.actor), "Pick an actor first"))
+
+
+def _can_work_on_actor(cls: type, context: bpy.types.Context) -> bool:
+    """Connected, with an actor root in the scene (the server work of render, mesh and motion operators)."""
+    return (_require(cls, _is_connected(context), "Connect to the server first")
+            and _require(cls, _has_actor_root(context), "Add an actor to the scene first"))
+
+
 class NEURALHUMAN_OT_connect(bpy.types.Operator):
     bl_idname = "neural_human.connect"
     bl_label = "Connect"
@@ -174,7 +204,7 @@ class NEURALHUMAN_OT_add_actor(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return bool(context.scene.neural_human.actor)
+        return _can_work_on_server_actor(cls, context)
 
     def execute(self, context):
         actor_id = context.scene.neural_human.actor
@@ -214,7 +244,8 @@ class NEURALHUMAN_OT_bind_armature(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and obj.type == "ARMATURE"
+        return (_require(cls, obj is not None and obj.type == "ARMATURE", "Select an armature to bind")
+                and _require(cls, _has_actor_root(context), "Add an actor to the scene first"))
 
     def execute(self, context):
         try:
@@ -256,41 +287,48 @@ def _start_job(op, context, *, mesh: bool, single: bool) -> set[str]:
     return {"FINISHED"}
 
 
-class NEURALHUMAN_OT_render_frame(bpy.types.Operator):
+class _ServerJobOperator:
+    """Render or mesh the bound rig through one server job: the current frame (``single``) or the frame range."""
+
+    mesh = False
+    single = True
+
+    @classmethod
+    def poll(cls, context):
+        if not _can_work_on_actor(cls, context):
+            return False
+        return cls.mesh or _require(cls, context.scene.camera is not None, "The scene needs an active camera")
+
+    def execute(self, context):
+        return _start_job(self, context, mesh=self.mesh, single=self.single)
+
+
+class NEURALHUMAN_OT_render_frame(_ServerJobOperator, bpy.types.Operator):
     bl_idname = "neural_human.render_frame"
     bl_label = "Render Frame"
     bl_description = "Render the actor at the current frame from the scene camera; shown as the camera background"
 
-    def execute(self, context):
-        return _start_job(self, context, mesh=False, single=True)
 
-
-class NEURALHUMAN_OT_render_animation(bpy.types.Operator):
+class NEURALHUMAN_OT_render_animation(_ServerJobOperator, bpy.types.Operator):
     bl_idname = "neural_human.render_animation"
     bl_label = "Render Animation"
     bl_description = ("Render the frame range as one server job; frames are saved as they arrive and kept if "
                       "cancelled; then loaded as an image sequence and composited into the scene's render")
-
-    def execute(self, context):
-        return _start_job(self, context, mesh=False, single=False)
+    single = False
 
 
-class NEURALHUMAN_OT_import_mesh(bpy.types.Operator):
+class NEURALHUMAN_OT_import_mesh(_ServerJobOperator, bpy.types.Operator):
     bl_idname = "neural_human.import_mesh"
     bl_label = "Import Mesh"
     bl_description = "Marching-cubes mesh of the actor in the current pose, with vertex colours, under the actor root"
-
-    def execute(self, context):
-        return _start_job(self, context, mesh=True, single=True)
+    mesh = True
 
 
-class NEURALHUMAN_OT_import_mesh_sequence(bpy.types.Operator):
+class NEURALHUMAN_OT_import_mesh_sequence(_ServerJobOperator, bpy.types.Operator):
     bl_idname = "neural_human.import_mesh_sequence"
     bl_label = "Import Mesh Sequence"
     bl_description = "One mesh per frame of the range, shown in turn as the timeline plays"
-
-    def execute(self, context):
-        return _start_job(self, context, mesh=True, single=False)
+    mesh, single = True, False
 
 
 class NEURALHUMAN_OT_cancel(bpy.types.Operator):
@@ -316,6 +354,10 @@ class NEURALHUMAN_OT_reanimate(bpy.types.Operator):
 
     set_range: BoolProperty(name="Set Frame Range", default=True,
                             description="Set the scene's frame range to the motion")
+
+    @classmethod
+    def poll(cls, context):
+        return _can_work_on_actor(cls, context)
 
     def execute(self, context):
         try:
@@ -356,7 +398,7 @@ class NEURALHUMAN_OT_unload_actor(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return bool(context.scene.neural_human.actor)
+        return _can_work_on_server_actor(cls, context)
 
     def execute(self, context):
         actor_id = context.scene.neural_human.actor

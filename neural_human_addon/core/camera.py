@@ -5,7 +5,7 @@ OpenCV convention (DESIGN.md §3): ``x_cam = R @ x_world + T``, the camera looks
 pixels of the ``width`` × ``height`` image and pixel (0, 0) is centred at u = 0, v = 0 (pixel i spans
 [i − 0.5, i + 0.5]), the convention of Neural Body's ray generator.
 
-Blender's projection, derived from ``BKE_camera_params_compute_viewplane`` (reference/blender.md §3), with
+Blender's projection, derived from ``BKE_camera_params_compute_viewplane`` (Blender's blenkernel/intern/camera.cc), with
 W, H the rendered size after resolution %, ``ycor = pixel_aspect_y / pixel_aspect_x`` and ``viewfac`` = W for a
 horizontal sensor fit, ycor·H for a vertical one::
 

@@ -368,28 +368,8 @@ class ServerClient:
             log.debug("%s %s -> %d (%d bytes)", method, full_path, resp.status, len(data))
         except ServerError:
             raise
-        except TimeoutError as err:
-            raise ServerError("timeout", f"The Neural Human server at {self.url} did not answer {method} "
-                              f"/{API_VERSION}{path} within {self.timeout:g} s (a big render on CPU can take long: "
-                              "lower the resolution or raise the timeout).") from err
-        except ssl.SSLError as err:
-            raise ServerError("unreachable", f"TLS with {self.url} failed ({err.reason or err}): check the URL (http "
-                              "vs https) and the server's certificate.") from err
-        except socket.gaierror as err:
-            raise ServerError("unreachable", f"Cannot resolve the host of {self.url} ({err.strerror or err}): check "
-                              "the server URL in the add-on preferences.") from err
-        except ConnectionRefusedError as err:
-            raise ServerError("unreachable", f"No Neural Human server at {self.url} (connection refused). "
-                              f"{SERVE_HINT}") from err
-        except (ConnectionError, http.client.IncompleteRead, http.client.RemoteDisconnected) as err:
-            raise ServerError("unreachable", f"The connection to the Neural Human server at {self.url} was lost "
-                              f"({type(err).__name__}); the server may have stopped or crashed. {SERVE_HINT}") from err
-        except http.client.HTTPException as err:
-            raise ServerError("protocol", f"{self.url} did not answer in HTTP ({type(err).__name__}): is this a "
-                              "Neural Human server?") from err
-        except OSError as err:  # network unreachable, no route to host, ...
-            raise ServerError("unreachable", f"Cannot reach the Neural Human server at {self.url} "
-                              f"({err.strerror or err}). {SERVE_HINT}") from err
+        except (OSError, http.client.HTTPException) as err:
+            raise self._transport_error(err, method, path) from err
         finally:
             conn.close()
         if not 200 <= resp.status < 300:
@@ -398,6 +378,31 @@ class ServerClient:
             raise self._protocol(path, f"has content type {ctype or 'none'!r}, expected {expect_types[0]}",
                                  resp.status)
         return data
+
+    def _transport_error(self, err: OSError | http.client.HTTPException, method: str, path: str) -> ServerError:
+        """A failed connection or exchange as a ServerError saying what to check (most specific cases first)."""
+        if isinstance(err, TimeoutError):
+            return ServerError("timeout", f"The Neural Human server at {self.url} did not answer {method} "
+                               f"/{API_VERSION}{path} within {self.timeout:g} s (a big render on CPU can take long: "
+                               "lower the resolution or raise the timeout).")
+        if isinstance(err, ssl.SSLError):
+            return ServerError("unreachable", f"TLS with {self.url} failed ({err.reason or err}): check the URL "
+                               "(http vs https) and the server's certificate.")
+        if isinstance(err, socket.gaierror):
+            return ServerError("unreachable", f"Cannot resolve the host of {self.url} ({err.strerror or err}): "
+                               "check the server URL in the add-on preferences.")
+        if isinstance(err, ConnectionRefusedError):
+            return ServerError("unreachable", f"No Neural Human server at {self.url} (connection refused). "
+                               f"{SERVE_HINT}")
+        if isinstance(err, (ConnectionError, http.client.IncompleteRead, http.client.RemoteDisconnected)):
+            return ServerError("unreachable", f"The connection to the Neural Human server at {self.url} was lost "
+                               f"({type(err).__name__}); the server may have stopped or crashed. {SERVE_HINT}")
+        if isinstance(err, http.client.HTTPException):
+            return ServerError("protocol", f"{self.url} did not answer in HTTP ({type(err).__name__}): is this a "
+                               "Neural Human server?")
+        # network unreachable, no route to host, ...
+        return ServerError("unreachable", f"Cannot reach the Neural Human server at {self.url} "
+                           f"({err.strerror or err}). {SERVE_HINT}")
 
     def _read_body(self, resp: http.client.HTTPResponse, full_path: str) -> bytes:
         limit = self.max_response_bytes

@@ -17,7 +17,9 @@ from scipy.sparse import csr_matrix
 
 from neural_human_addon.core.atomic_files import atomic_path
 from server.body import makehuman as mh
+from server.body.rotations import axis_angle_to_matrix
 from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from server.body.surface import signed_volume
 
 DM_TO_M = 0.1
 PELVIS_TARGET_M = np.array([0.0, -0.23, 0.03])  # where SMPL's template has its pelvis joint, roughly
@@ -80,9 +82,7 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if c > 0:
             return np.eye(3)
         raise ValueError("opposite directions: rotation axis undefined")
-    k = axis / s
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + s * kx + (1 - c) * kx @ kx
+    return axis_angle_to_matrix(axis / s * np.arctan2(s, c))
 
 
 class Reposer:
@@ -253,11 +253,6 @@ def triangulate(quads: np.ndarray, quad_uvs: np.ndarray, vertices: np.ndarray) -
     return faces, face_uvs
 
 
-def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
-
-
 def fit_regressor(
     joint_rest: np.ndarray, joint_dirs: np.ndarray, v_rest: np.ndarray, v_dirs: np.ndarray, candidates: np.ndarray
 ) -> np.ndarray:
@@ -268,6 +263,80 @@ def fit_regressor(
     b = np.concatenate(targets + [np.array([10.0])])
     w, _ = nnls(a, b, maxiter=50 * len(candidates))
     return w
+
+
+def _shape_dirs(reposer: Reposer, skeleton: mh.Skeleton, base: np.ndarray, targets: dict[str, np.ndarray], nv: int,
+                v_rest: np.ndarray, j_rest: np.ndarray,
+                offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """(shapedirs (V,3,10), joint dirs (10,24,3), height scale, number of MakeHuman directions): the shape
+    directions reposed to the T-pose (exact: the reposer is affine in the vertices); component 0 = height, the rest
+    the PCA of the other directions with height projected out."""
+    dirs_a, dir_names = shape_directions(targets)
+    v_dirs, j_dirs = [], []
+    for d in dirs_a:
+        p, h = reposer(base + d)
+        v_dirs.append(p[:nv] * DM_TO_M - (v_rest - offset))
+        j_dirs.append(smpl_joints_from_heads(skeleton, h) * DM_TO_M - (j_rest - offset))
+    v_dirs_arr, j_dirs_arr = np.stack(v_dirs), np.stack(j_dirs)
+    h0 = body_height(v_rest)
+    height_gain = body_height(v_rest + v_dirs_arr[0] * 1e-3) - h0  # linear regime: scale per unit
+    scale = HEIGHT_STD_M / (height_gain / 1e-3)
+    v_dirs_arr[0] *= scale
+    j_dirs_arr[0] *= scale
+
+    h_vec = v_dirs_arr[0].reshape(-1)
+    h_unit = h_vec / np.linalg.norm(h_vec)
+    rest = v_dirs_arr[1:].reshape(len(v_dirs_arr) - 1, -1)
+    coeff = rest @ h_unit
+    rest = rest - coeff[:, None] * h_unit[None]
+    h_joints = j_dirs_arr[0].reshape(-1) / np.linalg.norm(h_vec)  # joint motion per unit of h_unit
+    rest_j = j_dirs_arr[1:].reshape(len(j_dirs_arr) - 1, -1) - coeff[:, None] * h_joints[None]
+    # covariance sum_k d_k d_k^T -> SVD of the (3V, D) matrix; sigma_i u_i is one std along component i
+    u, sigma, vt = np.linalg.svd(rest.T, full_matrices=False)
+    comps = (u[:, : NUM_BETAS - 1] * sigma[: NUM_BETAS - 1]).T
+    # joints move with the same linear combination of the original directions
+    comps_j = (vt[: NUM_BETAS - 1] @ rest_j)
+    signs = np.sign(comps.sum(axis=1) + 1e-30)  # deterministic sign: SVD's sign is arbitrary
+    comps *= signs[:, None]
+    comps_j *= signs[:, None]
+    shapedirs = np.concatenate([h_vec[None], comps]).reshape(NUM_BETAS, nv, 3).transpose(1, 2, 0)
+    joint_dirs = np.concatenate([j_dirs_arr[0].reshape(1, -1), comps_j]).reshape(NUM_BETAS, 24, 3)
+    return shapedirs, joint_dirs, float(scale), len(dir_names)
+
+
+def _joint_regressor(weights: np.ndarray, v_rest: np.ndarray, j_rest: np.ndarray, joint_dirs: np.ndarray,
+                     shapedirs: np.ndarray) -> tuple[np.ndarray, float]:
+    """(regressor (24,V), max residual in metres): each joint fitted over nearby vertices of its own, its parent's
+    and its children's segments."""
+    nv = len(v_rest)
+    parts = weights.argmax(axis=1)
+    regressor = np.zeros((24, nv))
+    residual = 0.0
+    for j in range(24):
+        children = {c for c, p in enumerate(SMPL_PARENTS) if p == j}
+        allowed = ({j, SMPL_PARENTS[j]} | children) - {-1}
+        mask = np.isin(parts, list(allowed))
+        idx = np.flatnonzero(mask)
+        dist = np.linalg.norm(v_rest[idx] - j_rest[j], axis=1)
+        cand = idx[np.argsort(dist, kind="stable")[:CANDIDATES]]
+        w = fit_regressor(j_rest[j], joint_dirs[:, j], v_rest, shapedirs.transpose(2, 0, 1), cand)
+        regressor[j, cand] = w
+        residual = max(residual, float(np.linalg.norm(regressor[j] @ v_rest - j_rest[j])))
+    regressor[regressor < 1e-6] = 0.0
+    regressor /= regressor.sum(axis=1, keepdims=True)
+    return regressor, residual
+
+
+def _oriented_faces(mesh: mh.BaseMesh, v_rest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faces (F,3) with outward normals, used uvs, face uv indices into them) of the triangulated quads."""
+    faces, face_uv_index = triangulate(mesh.quads, mesh.quad_uvs, v_rest)
+    if signed_volume(v_rest, faces) < 0:
+        faces = faces[:, ::-1].copy()
+        face_uv_index = face_uv_index[:, ::-1].copy()
+    used_uv = np.unique(face_uv_index)
+    remap = np.full(len(mesh.uvs), -1, dtype=np.int64)
+    remap[used_uv] = np.arange(len(used_uv))
+    return faces, mesh.uvs[used_uv], remap[face_uv_index]
 
 
 def build(source: Path) -> DemoBody:
@@ -291,72 +360,16 @@ def build(source: Path) -> DemoBody:
     v_rest = v_rest + offset
     j_rest = j_rest + offset
 
-    # shape directions in the T-pose (exact: the reposer is affine in the vertices)
-    dirs_a, dir_names = shape_directions(targets)
-    v_dirs, j_dirs = [], []
-    for d in dirs_a:
-        p, h = reposer(mesh.vertices + d)
-        v_dirs.append(p[:nv] * DM_TO_M - (v_rest - offset))
-        j_dirs.append(smpl_joints_from_heads(skeleton, h) * DM_TO_M - (j_rest - offset))
-    v_dirs_arr, j_dirs_arr = np.stack(v_dirs), np.stack(j_dirs)
-    h0 = body_height(v_rest)
-    height_gain = body_height(v_rest + v_dirs_arr[0] * 1e-3) - h0  # linear regime: scale per unit
-    scale = HEIGHT_STD_M / (height_gain / 1e-3)
-    v_dirs_arr[0] *= scale
-    j_dirs_arr[0] *= scale
-
-    # component 0 = height; the rest: PCA of the other directions with height projected out
-    h_vec = v_dirs_arr[0].reshape(-1)
-    h_unit = h_vec / np.linalg.norm(h_vec)
-    rest = v_dirs_arr[1:].reshape(len(v_dirs_arr) - 1, -1)
-    coeff = rest @ h_unit
-    rest = rest - coeff[:, None] * h_unit[None]
-    h_joints = j_dirs_arr[0].reshape(-1) / np.linalg.norm(h_vec)  # joint motion per unit of h_unit
-    rest_j = j_dirs_arr[1:].reshape(len(j_dirs_arr) - 1, -1) - coeff[:, None] * h_joints[None]
-    # covariance sum_k d_k d_k^T -> SVD of the (3V, D) matrix; sigma_i u_i is one std along component i
-    u, sigma, vt = np.linalg.svd(rest.T, full_matrices=False)
-    comps = (u[:, : NUM_BETAS - 1] * sigma[: NUM_BETAS - 1]).T
-    # joints move with the same linear combination of the original directions
-    comps_j = (vt[: NUM_BETAS - 1] @ rest_j)
-    signs = np.sign(comps.sum(axis=1) + 1e-30)  # deterministic sign: SVD's sign is arbitrary
-    comps *= signs[:, None]
-    comps_j *= signs[:, None]
-    shapedirs = np.concatenate([h_vec[None], comps]).reshape(NUM_BETAS, nv, 3).transpose(1, 2, 0)
-    joint_dirs = np.concatenate([j_dirs_arr[0].reshape(1, -1), comps_j]).reshape(NUM_BETAS, 24, 3)
-
-    # skinning weights folded onto SMPL's 24 joints
-    segments = bone_segments(skeleton)
-    weights = fold_weights(weights_all[:nv], segments)
-
-    # joint regressor fitted over nearby vertices of the joint's own and parent segments
-    parts = weights.argmax(axis=1)
-    regressor = np.zeros((24, nv))
-    residual = 0.0
-    for j in range(24):
-        children = {c for c, p in enumerate(SMPL_PARENTS) if p == j}
-        allowed = ({j, SMPL_PARENTS[j]} | children) - {-1}
-        mask = np.isin(parts, list(allowed))
-        idx = np.flatnonzero(mask)
-        dist = np.linalg.norm(v_rest[idx] - j_rest[j], axis=1)
-        cand = idx[np.argsort(dist, kind="stable")[:CANDIDATES]]
-        w = fit_regressor(j_rest[j], joint_dirs[:, j], v_rest, shapedirs.transpose(2, 0, 1), cand)
-        regressor[j, cand] = w
-        residual = max(residual, float(np.linalg.norm(regressor[j] @ v_rest - j_rest[j])))
-    regressor[regressor < 1e-6] = 0.0
-    regressor /= regressor.sum(axis=1, keepdims=True)
-
-    faces, face_uv_index = triangulate(mesh.quads, mesh.quad_uvs, v_rest)
-    if signed_volume(v_rest, faces) < 0:
-        faces = faces[:, ::-1].copy()
-        face_uv_index = face_uv_index[:, ::-1].copy()
-    used_uv = np.unique(face_uv_index)
-    remap = np.full(len(mesh.uvs), -1, dtype=np.int64)
-    remap[used_uv] = np.arange(len(used_uv))
+    shapedirs, joint_dirs, scale, num_dirs = _shape_dirs(reposer, skeleton, mesh.vertices, targets, nv, v_rest,
+                                                         j_rest, offset)
+    weights = fold_weights(weights_all[:nv], bone_segments(skeleton))  # skinning folded onto SMPL's 24 joints
+    regressor, residual = _joint_regressor(weights, v_rest, j_rest, joint_dirs, shapedirs)
+    faces, uvs, face_uv_index = _oriented_faces(mesh, v_rest)
 
     report = {
         "height_m": body_height(v_rest),
         "regressor_max_residual_m": residual,
-        "height_scale": float(scale),
+        "height_scale": scale,
         **{f"shape_rms_m_{i}": float(np.sqrt((shapedirs[:, :, i] ** 2).sum(axis=1).mean())) for i in range(NUM_BETAS)},
     }
     names = ["height"] + [f"pca{i}" for i in range(1, NUM_BETAS)]
@@ -366,10 +379,10 @@ def build(source: Path) -> DemoBody:
         joint_regressor=regressor,
         weights=weights,
         faces=faces,
-        uvs=mesh.uvs[used_uv],
-        face_uv_index=remap[face_uv_index],
+        uvs=uvs,
+        face_uv_index=face_uv_index,
         shape_names=names,
-        report=report | {"directions": float(len(dir_names))},
+        report=report | {"directions": float(num_dirs)},
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from server.body.rotations import axis_angle_to_matrix
 from server.errors import InvalidInput
 
 NUM_BETAS = 10
@@ -37,18 +38,6 @@ class BodyParamsError(InvalidInput):
 
     def __init__(self, field: str, message: str):
         super().__init__(f"body.{field}: {message}", field)
-
-
-def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
-    """Rodrigues' formula for (B,3) axis-angle vectors -> (B,3,3)."""
-    theta = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    k = rotvec / np.maximum(theta, 1e-12)
-    kx = np.zeros(rotvec.shape[:-1] + (3, 3))
-    kx[..., 0, 1], kx[..., 0, 2] = -k[..., 2], k[..., 1]
-    kx[..., 1, 0], kx[..., 1, 2] = k[..., 2], -k[..., 0]
-    kx[..., 2, 0], kx[..., 2, 1] = -k[..., 1], k[..., 0]
-    s, c = np.sin(theta)[..., None], np.cos(theta)[..., None]
-    return np.eye(3) + s * kx + (1 - c) * (kx @ kx)
 
 
 def _field(body: Mapping[str, Any], name: str, lengths: tuple[int, ...], hint: str) -> np.ndarray:
@@ -99,11 +88,8 @@ def _broadcast(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.broadcast_to(v, (batch,) + v.shape[1:]) for k, v in fields.items()}
 
 
-def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
-    """Any accepted convention -> {'poses' (B,72), 'shapes' (B,10), 'Rh' (B,3), 'Th' (B,3)} float32.
-
-    ``pelvis_rest(shapes (B,10)) -> (B,3)`` gives the body model's rest pelvis joint J0(β), needed for AMASS input.
-    """
+def _convention(body: Mapping[str, Any]) -> tuple[bool, list[str]]:
+    """(EasyMocap?, the AMASS keys present); BodyParamsError for a body that mixes the conventions."""
     if not isinstance(body, Mapping):
         raise BodyParamsError("body", f"must be an object with SMPL fields, got {type(body).__name__}")
     easymocap = "Rh" in body or "Th" in body
@@ -113,6 +99,36 @@ def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np
                                              "global_orient/body_pose/transl (AMASS), not both")
     if "transl" in body and "trans" in body:
         raise BodyParamsError("trans", "give either 'trans' or 'transl', not both")
+    return easymocap, amass_keys
+
+
+def _amass_pose(body: Mapping[str, Any], amass_keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(global orient (B,3), body pose (B,69)) of an AMASS/SMPL(-X) body (SMPL-X's 21 body joints padded to 23)."""
+    if "poses" in body and "body_pose" in body:
+        raise BodyParamsError("body_pose", "give either 'poses' or 'global_orient'+'body_pose', not both")
+    if "poses" in body:
+        if not amass_keys:
+            raise BodyParamsError("Th", "'poses' needs 'Rh' and 'Th' (EasyMocap) or 'trans'/'transl' (AMASS)")
+        p = _poses72(body)
+        return p[:, :3], p[:, 3:]
+    if "body_pose" in body:
+        if "global_orient" not in body:
+            raise BodyParamsError("global_orient", "missing: 'body_pose' needs 'global_orient' (3, axis-angle)")
+        orient = _field(body, "global_orient", (3,), "axis-angle")
+        rest = _field(body, "body_pose", (69, 63), "axis-angle values of 23 (SMPL) or 21 (SMPL-X) body joints")
+        if rest.shape[1] == 63:
+            rest = np.concatenate([rest, np.zeros((rest.shape[0], 6))], axis=1)
+        return orient, rest
+    raise BodyParamsError("poses", "missing: give poses/Rh/Th (EasyMocap) or global_orient/body_pose/transl "
+                                   "(AMASS)")
+
+
+def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """Any accepted convention -> {'poses' (B,72), 'shapes' (B,10), 'Rh' (B,3), 'Th' (B,3)} float32.
+
+    ``pelvis_rest(shapes (B,10)) -> (B,3)`` gives the body model's rest pelvis joint J0(β), needed for AMASS input.
+    """
+    easymocap, amass_keys = _convention(body)
     shapes = _shapes(body)
 
     if easymocap:
@@ -123,27 +139,12 @@ def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np
                         "Th": _field(body, "Th", (3,), "translation in metres")})
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in f.items()}
 
-    if "poses" in body and "body_pose" in body:
-        raise BodyParamsError("body_pose", "give either 'poses' or 'global_orient'+'body_pose', not both")
-    if "poses" in body:
-        if not amass_keys:
-            raise BodyParamsError("Th", "'poses' needs 'Rh' and 'Th' (EasyMocap) or 'trans'/'transl' (AMASS)")
-        p = _poses72(body)
-        orient, rest = p[:, :3], p[:, 3:]
-    elif "body_pose" in body:
-        if "global_orient" not in body:
-            raise BodyParamsError("global_orient", "missing: 'body_pose' needs 'global_orient' (3, axis-angle)")
-        orient = _field(body, "global_orient", (3,), "axis-angle")
-        rest = _field(body, "body_pose", (69, 63), "axis-angle values of 23 (SMPL) or 21 (SMPL-X) body joints")
-        if rest.shape[1] == 63:
-            rest = np.concatenate([rest, np.zeros((rest.shape[0], 6))], axis=1)
-    else:
-        raise BodyParamsError("poses", "missing: give poses/Rh/Th (EasyMocap) or global_orient/body_pose/transl "
-                                       "(AMASS)")
+    orient, rest = _amass_pose(body, amass_keys)
     tname = "transl" if "transl" in body else "trans" if "trans" in body else None
     transl = _field(body, tname, (3,), "translation in metres") if tname else np.zeros((1, 3))
     f = _broadcast({"global_orient": orient, "body_pose": rest, "shapes": shapes, tname or "transl": transl})
     orient, rest, shapes, transl = (f[k] for k in ("global_orient", "body_pose", "shapes", tname or "transl"))
+    # AMASS rotates about the pelvis, EasyMocap about the SMPL origin: Th = transl + J0 - R(orient)·J0
     j0 = np.asarray(pelvis_rest(np.ascontiguousarray(shapes, dtype=np.float32)), dtype=np.float64).reshape(-1, 3)
     rot = axis_angle_to_matrix(orient)
     th = transl + j0 - np.einsum("bij,bj->bi", rot, j0)

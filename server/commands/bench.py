@@ -77,11 +77,8 @@ def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, 
                  quick: bool) -> dict[str, Any]:
     import torch
 
-    from server.neural_body.mesh import extract_mesh, grid_axes
     from server.neural_body.rays import get_rays, near_far
     from server.neural_body.sparse_input import prepare_sparse_input
-    from server.neural_body.train import make_optimizer
-    from server.neural_body.volume_renderer import render_rays
 
     def sync() -> None:
         if device.type == "cuda":
@@ -90,49 +87,74 @@ def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, 
     network = network.to(device)
     verts, Rh, Th = body
     sparse_input = prepare_sparse_input(verts, Rh, Th, device=device)
-    world_bounds = sparse_input.world_bounds.cpu().numpy()
     out: dict[str, Any] = {"device": str(device)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     repeats = 1 if quick else 2
+    size = 256
+    K, R, T = _camera_facing(sparse_input.world_bounds.cpu().numpy(), size)
+    ray_o, ray_d = get_rays(size, size, K, R, T, device=device)
+    near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
+    box_rays = (ray_o[mask], ray_d[mask], near[mask], far[mask])  # the rays of a 256x256 frame that hit the box
 
     network.eval()
     with torch.no_grad():
         encode_s = _timed(lambda: network.encode_sparse_voxels(sparse_input), repeats, sync)
         out["encode_ms"] = round(1000 * encode_s, 1)
-        volumes = network.encode_sparse_voxels(sparse_input)
+        out["render"] = _bench_render(network, sparse_input, box_rays, encode_s, device, quick, repeats, sync)
+        out["mesh"] = _bench_mesh(network, sparse_input, encode_s, quick, sync)
+    out["train"] = _bench_train(network, sparse_input, box_rays, device, repeats, sync)
+    return out
 
-        size = 256
-        K, R, T = _camera_facing(world_bounds, size)
-        ray_o, ray_d = get_rays(size, size, K, R, T, device=device)
-        near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
-        box_rays = int(mask.sum())
-        n_rays = min(box_rays, (512 if quick else 2048) if device.type == "cpu" else 65536)
-        sel = (ray_o[mask][:n_rays], ray_d[mask][:n_rays], near[mask][:n_rays], far[mask][:n_rays])
-        render_s = _timed(lambda: render_rays(network, volumes, sparse_input, *sel, 0), repeats, sync)
-        rays_per_s = n_rays / render_s
-        out["render"] = {
-            "rays_per_second": round(rays_per_s, 1), "samples_per_ray": 64, "measured_rays": n_rays,
-            "frame_256_box_rays": box_rays,
-            "frame_256_ms": round(1000 * (encode_s + box_rays / rays_per_s), 1),
-            "frame_256_note": "encode + box rays / measured rays_per_second"
-                              + (" (extrapolated)" if n_rays < box_rays else " (all rays measured)"),
-        }
 
-        coarse = 0.04 if quick else 0.02
-        mesh_s = _timed(lambda: extract_mesh(network, sparse_input, 0, voxel_size=coarse, threshold=5.0,
-                                             colors=False), 1, sync)
-        points_coarse = int(np.prod([len(a) for a in grid_axes(world_bounds, coarse)]))
-        points_fine = int(np.prod([len(a) for a in grid_axes(world_bounds, 0.005)]))
-        out["mesh"] = {"measured_voxel_size": coarse, "measured_grid_points": points_coarse,
-                       "measured_seconds": round(mesh_s, 2), "grid_points_5mm": points_fine,
-                       "seconds_5mm": round(encode_s + (mesh_s - encode_s) * points_fine / points_coarse, 1),
-                       "note_5mm": "extrapolated by grid points from the measured run (colours excluded)"}
+def _bench_render(network: Any, sparse_input: Any, box_rays: tuple[Any, ...], encode_s: float, device: Any,
+                  quick: bool, repeats: int, sync: Any) -> dict[str, Any]:
+    """Rays per second with 64 samples (measured on up to 2048 / 65536 box rays), extrapolated to a 256² frame."""
+    from server.neural_body.volume_renderer import render_rays
+
+    volumes = network.encode_sparse_voxels(sparse_input)
+    n_box = len(box_rays[0])
+    n_rays = min(n_box, (512 if quick else 2048) if device.type == "cpu" else 65536)
+    sel = tuple(r[:n_rays] for r in box_rays)
+    render_s = _timed(lambda: render_rays(network, volumes, sparse_input, *sel, 0), repeats, sync)
+    rays_per_s = n_rays / render_s
+    return {
+        "rays_per_second": round(rays_per_s, 1), "samples_per_ray": 64, "measured_rays": n_rays,
+        "frame_256_box_rays": n_box,
+        "frame_256_ms": round(1000 * (encode_s + n_box / rays_per_s), 1),
+        "frame_256_note": "encode + box rays / measured rays_per_second"
+                          + (" (extrapolated)" if n_rays < n_box else " (all rays measured)"),
+    }
+
+
+def _bench_mesh(network: Any, sparse_input: Any, encode_s: float, quick: bool, sync: Any) -> dict[str, Any]:
+    """Marching cubes on a coarse grid, extrapolated to the 5 mm grid by the number of grid points."""
+    from server.neural_body.mesh import extract_mesh, grid_axes
+
+    world_bounds = sparse_input.world_bounds.cpu().numpy()
+    coarse = 0.04 if quick else 0.02
+    mesh_s = _timed(lambda: extract_mesh(network, sparse_input, 0, voxel_size=coarse, threshold=5.0,
+                                         colors=False), 1, sync)
+    points_coarse = int(np.prod([len(a) for a in grid_axes(world_bounds, coarse)]))
+    points_fine = int(np.prod([len(a) for a in grid_axes(world_bounds, 0.005)]))
+    return {"measured_voxel_size": coarse, "measured_grid_points": points_coarse,
+            "measured_seconds": round(mesh_s, 2), "grid_points_5mm": points_fine,
+            "seconds_5mm": round(encode_s + (mesh_s - encode_s) * points_fine / points_coarse, 1),
+            "note_5mm": "extrapolated by grid points from the measured run (colours excluded)"}
+
+
+def _bench_train(network: Any, sparse_input: Any, box_rays: tuple[Any, ...], device: Any, repeats: int,
+                 sync: Any) -> dict[str, Any]:
+    """Training iterations per second: 1024 rays, forward + backward + Adam step (as the original's recipe)."""
+    import torch
+
+    from server.neural_body.train import make_optimizer
+    from server.neural_body.volume_renderer import render_rays
 
     network.train()
     optimizer = make_optimizer(network)
-    n_train = min(1024, box_rays)
-    train_sel = [t[:n_train] for t in (ray_o[mask], ray_d[mask], near[mask], far[mask])]
+    n_train = min(1024, len(box_rays[0]))
+    train_sel = [r[:n_train] for r in box_rays]
     target = torch.rand(n_train, 3, device=device)
 
     def step() -> None:
@@ -145,11 +167,9 @@ def bench_device(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, 
         optimizer.step()
 
     train_s = _timed(step, repeats, sync)
-    out["train"] = {"iterations_per_second": round(1.0 / train_s, 3), "rays_per_iteration": n_train,
-                    "seconds_per_iteration": round(train_s, 2),
-                    "hours_for_200k_iterations": round(200_000 * train_s / 3600, 1)}
     network.eval()
-    return out
+    return {"iterations_per_second": round(1.0 / train_s, 3), "rays_per_iteration": n_train,
+            "seconds_per_iteration": round(train_s, 2), "hours_for_200k_iterations": round(200_000 * train_s / 3600, 1)}
 
 
 def http_sizes(device_type: str, quick: bool) -> tuple[int, ...]:
@@ -164,19 +184,10 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
     """Round trip of one render through the HTTP API (a real uvicorn on 127.0.0.1, cache off) vs the same request
     rendered in-process, and a render whose pose is in the feature cache vs one that encodes it, per image size
     (``http_sizes``); the top-level ratios are those of the largest size."""
-    import socket
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
     import torch
-    import uvicorn
 
     from server.http.app import create_app
-    from server.http.schemas import Camera
-    from server.inference.frames import render_frame
     from server.neural_body.actor import ActorManifest, Motion, save_actor
-    from server.neural_body.feature_cache import FeatureCache
     from server.neural_body.sparse_input import prepare_sparse_input
 
     def sync() -> None:
@@ -194,9 +205,6 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
         K, R, T = _camera_facing(world_bounds, size)
         return {"K": K.tolist(), "R": R.tolist(), "T": T.tolist(), "width": size, "height": size}
 
-    http_s: dict[int, float] = {}
-    direct_s: dict[int, float] = {}
-    cached_s: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="neural-human-bench-") as tmp:
         root = Path(tmp)
         manifest = ActorManifest(name="bench", body_model="demo", vertex_count=network.num_vertices,
@@ -205,49 +213,11 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
                         np.float32(Rh).reshape(1, 3), np.float32(Th).reshape(1, 3))
         save_actor(root / "actors" / "bench", network.cpu(), manifest, motion, np.zeros(10, np.float32))
         network.to(device)
-        app = create_app(str(root / "actors"), "bench-token-0123456789", device.type, str(root / "jobs"),
-                         cache_bytes=0)
-        registry = app.state.registry
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not server.started:
-                if time.monotonic() > deadline or not thread.is_alive():
-                    raise RuntimeError("the benchmark's HTTP server did not start")
-                time.sleep(0.05)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
-                              headers={"Authorization": "Bearer bench-token-0123456789"}) as client:
-                for size in sizes:
-                    request = {"body": wire_body, "camera": wire_camera(size), "outputs": ["rgba", "depth"]}
-
-                    def over_http(request: dict[str, Any] = request) -> None:
-                        r = client.post("/v1/actors/bench/render", json=request)
-                        if r.status_code != 200:
-                            raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
-                        np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
-
-                    http_s[size] = _timed(over_http, repeats, sync)
-        finally:
-            server.should_exit = True
-            thread.join(10)
-        loaded = registry.get("bench")
-        # In-process renders run in a worker thread, as the server's handlers do, so that only the HTTP layer
-        # differs (on a busy CPU the main thread measured several times slower than pool threads).
-        with ThreadPoolExecutor(1) as worker:
-            for size in sizes:
-                camera = Camera(**wire_camera(size)).to_pinhole()
-
-                def in_process(cache: FeatureCache | None = None, camera: Any = camera) -> None:
-                    worker.submit(render_frame, loaded, wire_body, camera, ["rgba", "depth"], None, cache).result()
-
-                direct_s[size] = _timed(in_process, repeats, sync)
-                cache = FeatureCache(512 * 2**20)
-                cached_s[size] = _timed(lambda c=cache: in_process(c), repeats, sync)  # the warm-up call fills it
+        app = create_app(str(root / "actors"), BENCH_TOKEN, device.type, str(root / "jobs"), cache_bytes=0)
+        requests = {size: {"body": wire_body, "camera": wire_camera(size), "outputs": ["rgba", "depth"]}
+                    for size in sizes}
+        http_s = _http_times(app, requests, repeats, sync)
+        direct_s, cached_s = _in_process_times(app.state.registry.get("bench"), requests, repeats, sync)
     per_size = {}
     for size in sizes:
         per_size[f"{size}x{size}"] = {
@@ -263,6 +233,74 @@ def bench_http(device: Any, network: Any, body: tuple[np.ndarray, np.ndarray, np
                     "in-process = the server's render_frame without HTTP (in a worker thread, as the server); "
                     "cached = the pose's feature volumes already in the cache (camera-only work); top-level ratios "
                     "are those at ratio_size"}
+
+
+BENCH_TOKEN = "bench-token-0123456789"
+
+
+def _http_times(app: Any, requests: dict[int, dict[str, Any]], repeats: int, sync: Any) -> dict[int, float]:
+    """Seconds per render request (and parsing its npz) through a real uvicorn serving ``app`` on 127.0.0.1."""
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    times: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the benchmark's HTTP server did not start")
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                          headers={"Authorization": f"Bearer {BENCH_TOKEN}"}) as client:
+            for size, request in requests.items():
+
+                def over_http(request: dict[str, Any] = request) -> None:
+                    r = client.post("/v1/actors/bench/render", json=request)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
+                    np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
+
+                times[size] = _timed(over_http, repeats, sync)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    return times
+
+
+def _in_process_times(loaded: Any, requests: dict[int, dict[str, Any]], repeats: int,
+                      sync: Any) -> tuple[dict[int, float], dict[int, float]]:
+    """Seconds per render of the same requests without HTTP: (uncached, with the pose's features cached)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.http.schemas import Camera
+    from server.inference.frames import render_frame
+    from server.neural_body.feature_cache import FeatureCache
+
+    direct_s: dict[int, float] = {}
+    cached_s: dict[int, float] = {}
+    # In-process renders run in a worker thread, as the server's handlers do, so that only the HTTP layer
+    # differs (on a busy CPU the main thread measured several times slower than pool threads).
+    with ThreadPoolExecutor(1) as worker:
+        for size, request in requests.items():
+            camera = Camera(**request["camera"]).to_pinhole()
+
+            def in_process(cache: FeatureCache | None = None, camera: Any = camera,
+                           body: Any = request["body"]) -> None:
+                worker.submit(render_frame, loaded, body, camera, ["rgba", "depth"], None, cache).result()
+
+            direct_s[size] = _timed(in_process, repeats, sync)
+            cache = FeatureCache(512 * 2**20)
+            cached_s[size] = _timed(lambda c=cache: in_process(c), repeats, sync)  # the warm-up call fills it
+    return direct_s, cached_s
 
 
 def run_bench(*, actor_dir: Path | None = None, quick: bool = False, devices: list[str] | None = None) -> dict:

@@ -27,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def fail(message: str, status: int = 2) -> int:
+    """Print ``error: message`` to stderr and return the exit status (2: bad arguments, 1: the work failed)."""
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)

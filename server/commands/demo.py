@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from neural_human_addon.core.atomic_files import atomic_path, write_bytes_atomic
+from neural_human_addon.core.atomic_files import write_bytes_atomic
 from neural_human_addon.core.wire import frame_file_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,8 @@ def _contact_sheet(rgba_files: list[str], composited: list[str], path: Path) -> 
     import numpy as np
     from PIL import Image
 
+    from server.data.image_ops import save_png
+
     def tile(file: str, over_grey: bool) -> np.ndarray:
         image = np.asarray(Image.open(file).convert("RGBA"), dtype=np.float32) / 255.0
         if over_grey:
@@ -82,9 +84,7 @@ def _contact_sheet(rgba_files: list[str], composited: list[str], path: Path) -> 
         rows.append(np.concatenate([tile(f, False) for f in composited[: len(rgba_files)]], axis=1))
         width = min(r.shape[1] for r in rows)
         rows = [r[:, :width] for r in rows]
-    sheet = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
-    with atomic_path(path, mode=0o644) as tmp:
-        Image.fromarray(sheet).save(tmp, format="PNG")
+    save_png(path, (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8))
 
 
 def _mesh_ply(job_dir: Path, frame: int, path: Path) -> dict:
@@ -100,23 +100,20 @@ def _mesh_ply(job_dir: Path, frame: int, path: Path) -> dict:
             "bounds_m": [lo.round(3).tolist(), hi.round(3).tolist()]}
 
 
-def run(args: argparse.Namespace) -> int:
-    out: Path = args.out.resolve()
-    actor_dir = args.actors / args.actor
-    if not (actor_dir / "actor.json").is_file():
-        print(f"error: no actor '{args.actor}' in {args.actors} (expected {actor_dir}/actor.json). The demo actor "
-              "ships in server/actors/demo; a clean checkout has it.", file=sys.stderr)
-        return 2
+def _clear_outputs(out: Path) -> None:
+    """Remove the demo's own files from an earlier run (other files in --out stay)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:  # the demo's own files from an earlier run
+    for name in OUTPUTS:
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "actor": args.actor, "stages": {}}
-    start = time.perf_counter()
 
+
+def _run_scene(args: argparse.Namespace, out: Path, summary: dict) -> Path | None:
+    """Start the server, run the Blender half (demo_scene) against it, stop the server; the scene's result file,
+    or None when the Blender half failed."""
     token, port = secrets.token_urlsafe(24), _free_port()
     url = f"http://127.0.0.1:{port}"
     log = out / "server.log"
@@ -141,13 +138,29 @@ def run(args: argparse.Namespace) -> int:
         if blender.returncode != 0 or not result_path.is_file():
             print(f"error: the Blender part of the demo failed (exit {blender.returncode}); see the messages above "
                   f"and {log}", file=sys.stderr)
-            return 1
+            return None
+        return result_path
     finally:
         server.terminate()
         try:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out.resolve()
+    actor_dir = args.actors / args.actor
+    if not (actor_dir / "actor.json").is_file():
+        print(f"error: no actor '{args.actor}' in {args.actors} (expected {actor_dir}/actor.json). The demo actor "
+              "ships in server/actors/demo; a clean checkout has it.", file=sys.stderr)
+        return 2
+    _clear_outputs(out)
+    summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "actor": args.actor, "stages": {}}
+    start = time.perf_counter()
+    result_path = _run_scene(args, out, summary)
+    if result_path is None:
+        return 1
 
     scene = json.loads(result_path.read_text())
     summary["stages"].update(scene["timings_s"])

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CMU_WALK = REPO / "server" / "data" / "assets" / "cmu_mb_walk_delfem2.bvh"
@@ -146,9 +147,7 @@ def moving_camera(scene, armature, frames: range):
     return cam
 
 
-def main(argv: list[str] | None = None) -> int:
-    import bpy
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
@@ -161,7 +160,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=120)
     parser.add_argument("--voxel-size", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=900.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def stage_actor(args: argparse.Namespace, addon: Any, frames: range) -> tuple[Any, Any, dict]:
+    """Connect, add the actor to a new scene, drive its rig with the CMU walk and follow it with a camera behind a
+    pillar; returns (scene, armature, walk summary)."""
+    import bpy
+
+    keys = sys.modules[f"{ADDON}.blender.actor_scene"]  # the add-on's custom-property keys
+    call(bpy.ops.neural_human.connect, "Connect")
+    wait(addon, "Connect", 60)
+    log(bpy.context.window_manager.neural_human.connection)
+    scene, pillar = build_scene(frames, args.width, args.height)
+    scene.neural_human.actor = args.actor
+    call(bpy.ops.neural_human.add_actor, "Add to Scene")
+    wait(addon, "Add to Scene", 60)
+    root = scene.neural_human.actor_root
+    armature = bpy.data.objects[root[keys.ARMATURE_KEY]]
+    walk = drive_with_walk(armature, range(1, frames.stop))
+    scene.frame_start, scene.frame_end = frames.start, frames.stop - 1
+    camera = moving_camera(scene, armature, frames)
+    scene.frame_set(frames.start)
+    # The pillar stands between the camera and the walker's path at the first frame: depth compositing shows it.
+    pelvis = armature.matrix_world @ armature.pose.bones["pelvis"].head
+    cam_loc = camera.matrix_world.translation
+    pillar.location = (0.6 * pelvis.x + 0.4 * cam_loc.x + 0.3, 0.6 * pelvis.y + 0.4 * cam_loc.y, 1.0)
+    return scene, armature, walk
+
+
+def import_mesh(args: argparse.Namespace, addon: Any, scene: Any, frame: int) -> Any:
+    """Import the actor's mesh at ``frame`` (hidden in renders: the composited frames show the rendered actor)."""
+    import bpy
+
+    keys = sys.modules[f"{ADDON}.blender.actor_scene"]
+    scene.frame_set(frame)
+    scene.neural_human.voxel_size = args.voxel_size
+    call(bpy.ops.neural_human.import_mesh, "Import Mesh")
+    wait(addon, "Import Mesh", args.timeout)
+    mesh_obj = next(o for o in bpy.data.objects if o.get(keys.ROLE_KEY) == keys.MESH_ROLE)
+    mesh_obj.hide_render = True
+    return mesh_obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    import bpy
+
+    args = parse_args(argv)
     out = args.out.resolve()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -175,24 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["enable add-on"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    call(bpy.ops.neural_human.connect, "Connect")
-    wait(addon, "Connect", 60)
-    log(bpy.context.window_manager.neural_human.connection)
     frames = range(args.first_frame, args.first_frame + args.frames)
-    scene, pillar = build_scene(frames, args.width, args.height)
-    scene.neural_human.actor = args.actor
-    call(bpy.ops.neural_human.add_actor, "Add to Scene")
-    wait(addon, "Add to Scene", 60)
-    root = scene.neural_human.actor_root
-    armature = bpy.data.objects[root["neural_human_armature"]]
-    walk = drive_with_walk(armature, range(1, frames.stop))
-    scene.frame_start, scene.frame_end = frames.start, frames.stop - 1
-    camera = moving_camera(scene, armature, frames)
-    scene.frame_set(frames.start)
-    # The pillar stands between the camera and the walker's path at the first frame: depth compositing shows it.
-    pelvis = armature.matrix_world @ armature.pose.bones["pelvis"].head
-    cam_loc = camera.matrix_world.translation
-    pillar.location = (0.6 * pelvis.x + 0.4 * cam_loc.x + 0.3, 0.6 * pelvis.y + 0.4 * cam_loc.y, 1.0)
+    scene, armature, walk = stage_actor(args, addon, frames)
     timings["build scene + retarget walk"] = time.perf_counter() - t
     log(f"scene: actor '{args.actor}', rig '{armature.name}' driven by the CMU walk, frames {frames.start}-"
         f"{frames.stop - 1}, {args.width}x{args.height}")
@@ -200,17 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     call(bpy.ops.neural_human.render_animation, "Render Animation")
     wait(addon, "Render Animation", args.timeout)
-    status = bpy.context.window_manager.neural_human
-    render_status = status.job_text
+    render_status = bpy.context.window_manager.neural_human.job_text
     timings["render animation through the server"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    scene.frame_set(frames.start + len(frames) // 2)
-    scene.neural_human.voxel_size = args.voxel_size
-    call(bpy.ops.neural_human.import_mesh, "Import Mesh")
-    wait(addon, "Import Mesh", args.timeout)
-    mesh_obj = next(o for o in bpy.data.objects if o.get("neural_human_role") == "mesh")
-    mesh_obj.hide_render = True  # the composited frames show the rendered actor, not its mesh
+    mesh_frame = frames.start + len(frames) // 2
+    mesh_obj = import_mesh(args, addon, scene, mesh_frame)
     timings["import mesh"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -226,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_dir": str(frames_dir), "rgba": sorted(str(p) for p in frames_dir.glob("rgba_*.png")),
         "composited": sorted(str(p) for p in (out / "composited").glob("frame_*.png")),
         "mesh": {"object": mesh_obj.name, "vertices": len(mesh_obj.data.vertices),
-                 "faces": len(mesh_obj.data.polygons), "frame": frames.start + len(frames) // 2,
+                 "faces": len(mesh_obj.data.polygons), "frame": mesh_frame,
                  "job_dir": str(next(Path(p) for p in sorted((out / "neural_human").glob(f"{args.actor}_mesh_*"))))},
         "walk": walk, "status": render_status, "blend": str(out / "demo.blend"),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},

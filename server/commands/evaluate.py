@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-    from server.neural_body.actor import ActorError, load_actor
+    from server.data.zju_reader import ZjuMocapDataset
+    from server.errors import NeuralHumanError
+    from server.neural_body.actor import load_actor
     from server.neural_body.evaluate import evaluate_actor, finite_or_none, write_json
     from server.neural_body.train import resolve_device
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                                 mesh=not args.no_mesh, mesh_voxel_size=args.mesh_voxel_size,
                                 mesh_threshold=args.mesh_threshold, mesh_points=args.mesh_points,
                                 progress=not args.no_progress)
-    except (ActorError, DatasetError, ValueError, OSError) as err:
+    except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result["timing"]["total_seconds"] = round(time.perf_counter() - start, 2)

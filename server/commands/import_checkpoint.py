@@ -31,13 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.neural_body.actor import ActorError, read_manifest
-    from server.neural_body.checkpoint_import import CheckpointError, import_checkpoint
+    from server.errors import NeuralHumanError
+    from server.neural_body.actor import read_manifest
+    from server.neural_body.checkpoint_import import import_checkpoint
 
     try:
         out = import_checkpoint(args.checkpoint, args.out, name=args.name, body_model=args.body_model,
                                 motion_dir=args.motion, fps=args.fps, batchnorm=args.batchnorm)
-    except (CheckpointError, ActorError) as err:
+    except NeuralHumanError as err:
         print(f"import-checkpoint: {err}", file=sys.stderr)
         return 1
     manifest = read_manifest(out)

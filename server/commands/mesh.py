@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.neural_body.actor import ActorError, load_actor
+    from server.errors import NeuralHumanError
+    from server.neural_body.actor import load_actor
     from server.neural_body.mesh import extract_mesh, resolve_pose, write_ply
     from server.neural_body.sparse_input import prepare_sparse_input
     from server.neural_body.train import resolve_device
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         mesh = extract_mesh(actor.network, sparse_input, pose.latent_index, voxel_size=args.voxel_size,
                             threshold=args.threshold, colors=not args.no_colors)
         seconds = time.perf_counter() - start
-    except (ActorError, ValueError, OSError) as err:
+    except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if len(mesh.faces) == 0:

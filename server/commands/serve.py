@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from neural_human_addon.core.server_client import is_loopback_host
+from server.commands.cli import fail
 from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
 from server.neural_body.config import DEFAULT_MARGIN, PRECISIONS, RENDERERS
 
@@ -104,14 +105,12 @@ def run(args: argparse.Namespace) -> int:
 
     problem = check_arguments(args)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem)
     token = _token(args)
     try:
         device = str(resolve_device(args.device))
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
     jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
     try:
@@ -119,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
                          max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20,
                          settings=RenderSettings(args.renderer, args.margin, args.precision))
     except OSError as err:
-        print(f"error: --jobs-dir {jobs_dir}: {err}", file=sys.stderr)
-        return 2
+        return fail(f"--jobs-dir {jobs_dir}: {err}")
     actor_ids = [a["id"] for a in app.state.registry.list()]
     where = actors_dir.resolve()
     if actor_ids:

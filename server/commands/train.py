@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+from server.commands.cli import fail
 from server.neural_body.config import OCCUPANCY_RAYS, SAMPLERS, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -69,83 +71,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="precision of the saved weights (float16 halves the actor's size; loaded as float32)")
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
-    from server.data.zju_reader import DatasetError, ZjuMocapDataset
-    from server.neural_body.actor import ActorError
-    from server.neural_body.train import Trainer, init_distributed, write_actor
-
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments as an error line, or None (fills in the sampler's default --rays)."""
     if args.rays is None:
         args.rays = OCCUPANCY_RAYS if args.sampler == "occupancy" else DEFAULTS.rays
     for name in ("iters", "rays", "samples", "epoch_iters", "log_every"):
         if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
-            return 2
+            return f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}"
     if args.lr <= 0 or args.lr_decay_iters <= 0:
-        print("error: --lr and --lr-decay-iters must be positive", file=sys.stderr)
-        return 2
+        return "--lr and --lr-decay-iters must be positive"
     if not args.mask_loss >= 0:
-        print(f"error: --mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}", file=sys.stderr)
-        return 2
+        return f"--mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}"
     if args.eval_every < 0 or (args.eval_every and args.eval_every % args.log_every):
-        print(f"error: --eval-every must be 0 or a multiple of --log-every ({args.log_every}); got {args.eval_every}",
-              file=sys.stderr)
-        return 2
+        return f"--eval-every must be 0 or a multiple of --log-every ({args.log_every}); got {args.eval_every}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be >= 1; got {args.threads}"
+    if not 0.0 <= args.outside_share <= 1.0 or not 0.0 <= args.occupancy_margin <= 1.0:
+        return "--outside-share must be 0..1 and --occupancy-margin 0..1 m"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from server.errors import NeuralHumanError
+    from server.neural_body.train import init_distributed
+
+    problem = check_arguments(args)
+    if problem is not None:
+        return fail(problem)
     if args.threads is not None:
-        if args.threads < 1:
-            print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
-            return 2
         import torch
 
         torch.set_num_threads(args.threads)
     try:
         rank, world_size, device = init_distributed(args.device)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
     try:
-        dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
-        config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
-                             epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters,
-                             save_every=args.save_every, log_every=args.log_every, seed=args.seed,
-                             cache_mb=args.cache_mb, progress=not args.no_progress, mask_loss=args.mask_loss,
-                             sampler=args.sampler, occupancy_margin=args.occupancy_margin,
-                             outside_share=args.outside_share,
-                             eval_every=args.eval_every)
-        checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
-        trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
-        if args.resume:
-            if not trainer.checkpoint_path.is_file():
-                print(f"error: --resume: no checkpoint at {trainer.checkpoint_path}; run without --resume to "
-                      "start training", file=sys.stderr)
-                return 1
-            trainer.load_checkpoint(trainer.checkpoint_path)
-            if rank == 0:
-                print(f"resumed at step {trainer.step} from {trainer.checkpoint_path}")
-        elif args.init is not None:
-            trainer.init_from_actor(args.init)
-            if rank == 0:
-                print(f"starting from the weights of {args.init} (step {trainer.step})")
-        elif rank == 0 and trainer.checkpoint_path.is_file():
-            print(f"note: {trainer.checkpoint_path} exists and will be overwritten (pass --resume to continue it)")
-        if rank == 0:
-            print(f"training {dataset.name}: {len(trainer.data.frames)} frames x {len(trainer.data.views)} views, "
-                  f"{trainer.network.num_vertices} vertices, {args.iters} iterations on {device}"
-                  f"{f' x {world_size} processes' if world_size > 1 else ''}")
-        result = trainer.run()
-        if rank == 0:
-            info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
-                    "mask_loss": args.mask_loss, "sampler": args.sampler,
-                    "train_seconds": round(trainer.train_seconds, 1), "world_size": world_size,
-                    "seconds_this_run": round(result.seconds, 1),
-                    "final_loss": result.losses[-1] if result.losses else None}
-            path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)
-            print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
-    except (DatasetError, ActorError, ValueError, FloatingPointError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _train(args, rank, world_size, device)
+    except (NeuralHumanError, ValueError, FloatingPointError, OSError) as err:
+        return fail(str(err), 1)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, rank: int, world_size: int, device: Any) -> int:
+    """Train (resuming with --resume) and, on rank 0, write the actor folder."""
+    from server.data.zju_reader import ZjuMocapDataset
+    from server.neural_body.train import Trainer, write_actor
+
+    dataset = ZjuMocapDataset(args.data, ratio=args.ratio)
+    config = TrainConfig(iters=args.iters, rays=args.rays, n_samples=args.samples, lr=args.lr,
+                         epoch_iters=args.epoch_iters, decay_iters=args.lr_decay_iters, save_every=args.save_every,
+                         log_every=args.log_every, seed=args.seed, cache_mb=args.cache_mb,
+                         progress=not args.no_progress, mask_loss=args.mask_loss, sampler=args.sampler,
+                         occupancy_margin=args.occupancy_margin, outside_share=args.outside_share,
+                         eval_every=args.eval_every)
+    checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
+    trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
+    if args.resume:
+        if not trainer.checkpoint_path.is_file():
+            print(f"error: --resume: no checkpoint at {trainer.checkpoint_path}; run without --resume to start "
+                  "training", file=sys.stderr)
+            return 1
+        trainer.load_checkpoint(trainer.checkpoint_path)
+        if rank == 0:
+            print(f"resumed at step {trainer.step} from {trainer.checkpoint_path}")
+    elif args.init is not None:
+        trainer.init_from_actor(args.init)
+        if rank == 0:
+            print(f"starting from the weights of {args.init} (step {trainer.step})")
+    elif rank == 0 and trainer.checkpoint_path.is_file():
+        print(f"note: {trainer.checkpoint_path} exists and will be overwritten (pass --resume to continue it)")
+    if rank == 0:
+        print(f"training {dataset.name}: {len(trainer.data.frames)} frames x {len(trainer.data.views)} views, "
+              f"{trainer.network.num_vertices} vertices, {args.iters} iterations on {device}"
+              f"{f' x {world_size} processes' if world_size > 1 else ''}")
+    result = trainer.run()
+    if rank == 0:
+        info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
+                "mask_loss": args.mask_loss, "sampler": args.sampler, "train_seconds": round(trainer.train_seconds, 1),
+                "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
+                "final_loss": result.losses[-1] if result.losses else None}
+        path = write_actor(trainer, args.out, iters_info={"training": info}, name=args.name, weights=args.weights)
+        print(f"wrote actor {path} ({result.step} iterations; checkpoint {result.checkpoint})")
     return 0

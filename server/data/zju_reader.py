@@ -38,7 +38,7 @@ class SequenceSplit:
     novel_count: int | None  # None: to the end of the sequence
 
 
-# Neural Body's configs + supplementary material (reference/neural_body.md §3.1); all use frame_interval 1.
+# Neural Body's configs + supplementary material (the original's configs/zju_mocap_exp); all use frame_interval 1.
 KNOWN_SEQUENCES: dict[str, SequenceSplit] = {
     "313": SequenceSplit(0, 60, 60, 1000),
     "315": SequenceSplit(0, 400, 400, 1000),
@@ -279,21 +279,7 @@ class ZjuMocapDataset:
         problems: list[str] = []
         self._listings.clear()  # files may have changed since the last check
         for frame in range(self.num_frames):
-            for view in range(self.num_views):
-                for path in (self._image_path(frame, view), self._mask_path(frame, view)):
-                    if not self._exists(path):
-                        problems.append(f"missing: {path}")
-                    elif deep:
-                        problems += self._check_image_size(path, view)
-            for kind in ("params", "vertices"):
-                path = self.root / kind / f"{self.frame_ids[frame]}.npy"
-                if not self._exists(path):
-                    problems.append(f"missing: {path}")
-                elif deep:
-                    try:
-                        self.params(frame) if kind == "params" else self.vertices(frame)
-                    except DatasetError as err:
-                        problems.append(str(err))
+            problems += self._frame_problems(frame, deep)
         if self.meta.get("gt_mesh") or (self.root / "faces.npy").is_file():
             try:
                 if self._load_faces() is None:
@@ -302,6 +288,26 @@ class ZjuMocapDataset:
                     self.gt_mesh(0)  # faces must index the vertices
             except DatasetError as err:
                 problems.append(str(err))
+        return problems
+
+    def _frame_problems(self, frame: int, deep: bool) -> list[str]:
+        """The problems of one frame's images, masks, params and vertices (see validate)."""
+        problems: list[str] = []
+        for view in range(self.num_views):
+            for path in (self._image_path(frame, view), self._mask_path(frame, view)):
+                if not self._exists(path):
+                    problems.append(f"missing: {path}")
+                elif deep:
+                    problems += self._check_image_size(path, view)
+        for kind in ("params", "vertices"):
+            path = self.root / kind / f"{self.frame_ids[frame]}.npy"
+            if not self._exists(path):
+                problems.append(f"missing: {path}")
+            elif deep:
+                try:
+                    self.params(frame) if kind == "params" else self.vertices(frame)
+                except DatasetError as err:
+                    problems.append(str(err))
         return problems
 
     # ------------------------------------------------------------------ opening

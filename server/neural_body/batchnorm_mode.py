@@ -1,7 +1,7 @@
 """BatchNorm at test time: batch statistics (as Neural Body's run.py) or running statistics.
 
 The original evaluates, visualises and meshes with ``network.train()``, so its BatchNorm layers normalise with the
-statistics of the current frame's active voxels (reference/neural_body.md §1.7). Here that behaviour is a per-layer
+statistics of the current frame's active voxels (the original's run.py). Here that behaviour is a per-layer
 flag that never touches the running buffers:
 
 - ``FrameBatchNorm1d``: ``nn.BatchNorm1d`` (same state-dict entries) whose eval-mode forward uses batch statistics

@@ -2,7 +2,7 @@
 
 ``positional_encoding(x, num_freqs) -> Tensor`` maps ``[..., C]`` to ``[..., C * (1 + 2 * num_freqs)]`` laid out as
 ``[x, sin(1·x), cos(1·x), sin(2·x), cos(2·x), ..., sin(2^(L-1)·x), cos(2^(L-1)·x)]`` — each sin/cos block holds all
-C components. Frequencies are ``2**k`` for k = 0..L-1 with **no π factor** (reference/neural_body.md §1.2).
+C components. Frequencies are ``2**k`` for k = 0..L-1 with **no π factor** (the original's lib/networks/embedder.py).
 ``encoded_dim(channels, num_freqs)`` gives the output width: 63 for xyz (L=10), 27 for view directions (L=4).
 """
 

@@ -3,7 +3,7 @@
 The pose is a captured frame of the actor's motion (``--frame``) or any SMPL body from a JSON/npz file
 (``--body``: EasyMocap keys poses/shapes/Rh/Th, or AMASS keys global_orient/body_pose/transl/shapes).
 
-Neural Body's mesh recipe (reference/neural_body.md §6) with two deliberate changes: vertices are returned in
+Neural Body's mesh recipe (the original's if_mesh_renderer.py) with two deliberate changes: vertices are returned in
 metres in the actor's world frame (the original leaves them in padded voxel units), and vertices get colours from
 the colour head. The original's visual-hull carving needs the capture's masks, which an arbitrary pose does not
 have, so the whole box is evaluated.
@@ -34,6 +34,7 @@ import torch
 from neural_human_addon.core.atomic_files import write_bytes_atomic
 from server.body.model import load_body_model, resolve_body_model
 from server.body.params import BodyParamsError, to_easymocap
+from server.body.surface import signed_volume
 from server.data.zju_reader import DatasetError, ZjuMocapDataset
 from server.errors import BodyModelMissing
 from server.neural_body.batchnorm_mode import batch_statistics
@@ -72,12 +73,6 @@ def grid_axes(bounds: np.ndarray, voxel_size: float) -> list[np.ndarray]:
         raise ValueError(f"a {voxel_size} m grid over a box of {np.round(b[1] - b[0], 3).tolist()} m has {total} "
                          f"points (limit {MAX_GRID_POINTS}); use a larger voxel size")
     return [b[0, k] + voxel_size * np.arange(counts[k]) for k in range(3)]
-
-
-def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Volume enclosed by a closed mesh; positive when its faces are oriented with outward normals."""
-    tri = np.asarray(vertices, np.float64)[faces]
-    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Image and geometry metrics of the evaluation: PSNR, SSIM (Neural Body's protocol), volumetric IoU, Chamfer-L1.
 
-Image metrics follow Neural Body's evaluator (reference/neural_body.md §5.1):
+Image metrics follow Neural Body's evaluator (the original's lib/evaluators/if_nerf.py):
 
 - ``psnr``: −10·log10(MSE) over the given pixels (the evaluator passes the pixels inside ``mask_at_box`` only).
 - ``ssim_box``: SSIM on the crop of the full images to the bounding rectangle of ``mask_at_box`` (the equivalent of

@@ -2,7 +2,7 @@
 
 ``NeuralBodyNetwork(num_vertices=6890, num_train_frames=1, *, batchnorm="batch_stats")``
 
-State dict (reference/neural_body.md §1.5; 120 entries for SMPL): ``c.weight`` (V,16) structured latent codes,
+State dict (the original's latent_xyzc.py; 120 entries for SMPL): ``c.weight`` (V,16) structured latent codes,
 ``latent.weight`` (F,128) per-frame appearance codes, ``xyzc_net.*`` SparseConvNet (spconv 2 KRSC weights),
 Conv1d(k=1) heads ``fc_0..2``, ``alpha_fc``, ``feature_fc``, ``latent_fc``, ``view_fc``, ``rgb_fc``.
 

@@ -1,4 +1,4 @@
-"""Training-ray sampling of Neural Body (``sample_ray_h36m`` of the original; reference/neural_body.md §4).
+"""Training-ray sampling of Neural Body (``sample_ray_h36m`` of the original in if_nerf_data_utils.py).
 
 Per training image, ``n_rays`` pixels are drawn with replacement:
 

@@ -1,4 +1,4 @@
-"""Camera rays and their clipping against the body box (reference/neural_body.md §2.2).
+"""Camera rays and their clipping against the body box (the original's lib/utils/if_nerf/if_nerf_data_utils.py).
 
 - ``get_rays(height, width, K, R, T) -> (ray_o (H,W,3), ray_d (H,W,3))``: OpenCV pinhole, ``x_cam = R x_world + T``
   (T in metres), pixel centres at **integer** coordinates (no +0.5). ``ray_o = −RᵀT``; ``ray_d`` is

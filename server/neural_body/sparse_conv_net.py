@@ -2,7 +2,7 @@
 
 ``SparseConvNet()(x: spconv.SparseConvTensor) -> list[Tensor]`` returns the four dense feature volumes
 ``[net1 (B,32,D/2,H/2,W/2), net2 (B,64,D/4,...), net3 (B,128,D/8,...), net4 (B,128,D/16,...)]``; spatial order is
-(d,h,w) = (z,y,x) of the SMPL frame. The full-resolution conv0 output is not returned (reference/neural_body.md §1.3).
+(d,h,w) = (z,y,x) of the SMPL frame. The full-resolution conv0 output is not returned (the original's latent_xyzc.py).
 
 Every block is a ``SparseSequential`` with the conv / BatchNorm1d(eps=1e-3, momentum=0.01) / ReLU slots at the
 original indices, so state-dict keys read ``conv0.0.weight``, ``conv0.1.running_mean``, ``down0.0.weight``, ...

@@ -1,4 +1,4 @@
-"""Voxelisation of a posed body for Neural Body's sparse conv net (reference/neural_body.md §2.1).
+"""Voxelisation of a posed body for Neural Body's sparse conv net (the original's multi_view_dataset.py::prepare_input).
 
 ``prepare_sparse_input(vertices, Rh, Th, *, voxel_size=0.005, box_padding=ZJU_PADDING) -> SparseInput``
 
@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+from server.body.rotations import axis_angle_to_matrix
 
 VOXEL_SIZE = 0.005  # metres
 
@@ -73,17 +75,6 @@ class SparseInput:
         return (points - self.Th) @ self.R
 
 
-def rodrigues(rotvec: np.ndarray) -> np.ndarray:
-    """(3,) axis-angle → (3,3) rotation matrix (float64), like cv2.Rodrigues."""
-    r = np.asarray(rotvec, dtype=np.float64).reshape(3)
-    theta = float(np.linalg.norm(r))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = r / theta
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.cos(theta) * np.eye(3) + (1.0 - np.cos(theta)) * np.outer(k, k) + np.sin(theta) * kx
-
-
 def padded_box(points: np.ndarray, padding: BoxPadding) -> np.ndarray:
     """(2,3) float32 [min, max] of (N,3) points, padded by ``padding.amount`` on ``padding.axes``."""
     pts = np.asarray(points, dtype=np.float32)
@@ -130,7 +121,7 @@ def prepare_sparse_input(
     verts = _as_numpy(vertices, None, "vertices")
     if verts.ndim != 2 or verts.shape[1] != 3 or verts.shape[0] < 2:
         raise ValueError(f"vertices must have shape [V, 3] with V >= 2; got {list(verts.shape)}")
-    rot = rodrigues(_as_numpy(Rh, (3,), "Rh")).astype(np.float32)
+    rot = axis_angle_to_matrix(_as_numpy(Rh, (3,), "Rh")).astype(np.float32)
     trans = _as_numpy(Th, (3,), "Th")
 
     world_box = padded_box(verts, box_padding)

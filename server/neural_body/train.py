@@ -1,6 +1,6 @@
 """Train a Neural Body actor on a ZJU-MoCap-layout dataset and write the actor folder.
 
-The original recipe (reference/neural_body.md §4): each step renders 1024 rays of one training image (a random
+The original recipe (latent_xyzc_313.yaml and lib/train/): each step renders 1024 rays of one training image (a random
 training frame seen from a random training camera; half the rays on the body, half in the projected body box),
 64 stratified samples per ray, MSE on the colour, Adam (lr 5e-4, one parameter group per parameter), gradient
 values clipped to 40, lr = 5e-4·0.1^(epoch/1000) with 500 iterations per epoch, BatchNorm in training mode.

@@ -95,7 +95,8 @@ def bvh_joint_names(path: Path) -> list[str]:
     return names
 
 
-def read_bvh(path: Path, unit: float, up: str = "Y") -> tuple[list[str], list[int], np.ndarray, np.ndarray, float]:
+def read_bvh(path: Path, unit: float,  # noqa: PLR0915 (a reader's one pass over the file; a test helper)
+             up: str = "Y") -> tuple[list[str], list[int], np.ndarray, np.ndarray, float]:
     """Tiny BVH reader -> (names, parents, rest_world (N,4,4), posed_world (F,N,4,4), fps) in a Z-up world.
 
     Joint frames are the BVH axes (rest rotation = the file's up -> Z-up change), positions scaled by `unit` to

@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neural_human_addon.core.job_runner import (
-    FrameSaved,
-    JobFailed,
-    JobFinished,
-    JobProgress,
-    JobRunner,
-    JobStarted,
-    drain,
-)
+from neural_human_addon.core import job_runner
+from neural_human_addon.core.job_runner import FrameSaved, JobFailed, JobFinished, JobRunner
 from neural_human_addon.core.server_client import ServerClient, ServerError, decode_npz
 from tests.server.live_server import ACTOR_ID, body, camera, running_server
 
@@ -37,7 +30,7 @@ def collect(runner: JobRunner, until, timeout: float = 120.0) -> list:
         if runner.finished.is_set() and runner.messages.empty():
             break
         assert time.monotonic() < deadline, f"no end after {timeout} s: {out}"
-        if drain(runner.messages, out.append, max_items=1) == 0:  # one at a time: stop right at `until`
+        if job_runner.drain(runner.messages, out.append, max_items=1) == 0:  # one at a time: stop right at `until`
             time.sleep(0.02)
     return out
 
@@ -102,11 +95,11 @@ def test_runner_saves_every_frame(real_server, tmp_path: Path):
     runner.start()
     out = collect(runner, ended)
     assert runner.finished.wait(5)
-    assert out[0] == JobStarted(runner.job_id, 3)
+    assert out[0] == job_runner.JobStarted(runner.job_id, 3)
     saved = [m for m in out if isinstance(m, FrameSaved)]
     assert [m.frame for m in saved] == [100, 101, 102] and not any(m.reused for m in saved)
     assert out[-1] == JobFinished(runner.job_id, "done", {}, None)
-    progress = [m for m in out if isinstance(m, JobProgress)]
+    progress = [m for m in out if isinstance(m, job_runner.JobProgress)]
     assert progress[-1].done == progress[-1].total == 3 and progress[-1].state == "done"
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == [f"frame_{n:06d}.npz" for n in (100, 101, 102)]
     for m in saved:

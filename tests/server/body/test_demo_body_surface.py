@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.body.intersections import self_intersections
 from server.body.model import SMPL_JOINT_NAMES, load_body_model
+from server.body.surface import self_intersections
 
 
 def test_detector_finds_crossing_triangles_and_ignores_neighbours() -> None:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from neural_human_addon.core.wire import frame_file_name
 from tests.server.live_server import ACTOR_ID, body, camera
 
 
@@ -41,7 +42,7 @@ def test_job_render_and_mesh_frames(server):
             with np.load(io.BytesIO(r.content)) as data:
                 assert data["rgba"].shape == (12, 16, 4) and data["depth"].shape == (12, 16)
                 assert data["vertices"].shape[1] == 3 and data["faces"].dtype == np.int32
-            assert (server.jobs / job_id / f"{n:06d}.npz").read_bytes() == r.content
+            assert (server.jobs / job_id / frame_file_name(n)).read_bytes() == r.content  # the add-on's name too
         assert not [p for p in (server.jobs / job_id).iterdir() if p.name.startswith(".")]  # no temp files left
         r = c.get(f"/v1/jobs/{job_id}/frames/11")
         assert r.status_code == 404 and r.json()["error"]["code"] == "frame_failed"

@@ -1,4 +1,4 @@
-"""BatchNorm with batch statistics at test time, as the original's run.py (reference/neural_body.md §1.7)."""
+"""BatchNorm with batch statistics at test time, as the original's run.py ."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Import of checkpoints of the original implementation (spconv 1.x layout; reference/neural_body.md §1.6, §9)."""
+"""Import of checkpoints of the original implementation (spconv 1.x layout, as released)."""
 
 from __future__ import annotations
 

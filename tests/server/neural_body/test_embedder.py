@@ -1,4 +1,4 @@
-"""Positional encoding layout and sizes (reference/neural_body.md §1.2)."""
+"""Positional encoding layout and sizes (as the original's embedder.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Network layout (state dict of the original, reference/neural_body.md §1.5) and point-query semantics (§1.3–1.4)."""
+"""Network layout (state dict of the original's latent_xyzc.py) and point-query semantics."""
 
 from __future__ import annotations
 

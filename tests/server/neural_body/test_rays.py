@@ -1,4 +1,4 @@
-"""Rays at integer pixel coordinates and near/far as camera z-depth (reference/neural_body.md §2.2)."""
+"""Rays at integer pixel coordinates and near/far as camera z-depth (as the original's if_nerf_data_utils.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Voxelisation of the posed body (reference/neural_body.md §2.1)."""
+"""Voxelisation of the posed body (as the original's prepare_input)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from server.body.rotations import axis_angle_to_matrix
 from server.neural_body.sparse_input import (
     BIG_BOX_PADDING,
     SNAPSHOT_PADDING,
     grid_shape,
     prepare_sparse_input,
-    rodrigues,
 )
 from tests.server.neural_body.nb_fixtures import ellipsoid_body
 
@@ -51,7 +51,7 @@ def test_smpl_frame_bounds_and_coords() -> None:
     rng = np.random.default_rng(3)
     smpl = ellipsoid_body(150, center=(0, 0.3, 0), radii=(0.2, 0.7, 0.15))  # SMPL frame: y up
     Rh, Th = np.array([1.3, 0.2, -0.4]), np.array([0.5, -1.0, 0.9])
-    world = (smpl.astype(np.float64) @ rodrigues(Rh).T + Th).astype(np.float32)  # EasyMocap: v·Rᵀ + Th
+    world = (smpl.astype(np.float64) @ axis_angle_to_matrix(Rh).T + Th).astype(np.float32)  # EasyMocap: v·Rᵀ + Th
     sparse = prepare_sparse_input(world, Rh, Th)
     lo, hi = smpl.min(0), smpl.max(0)
     np.testing.assert_allclose(sparse.bounds.numpy(), [lo - [0, 0, 0.05], hi + [0, 0, 0.05]], atol=1e-5)

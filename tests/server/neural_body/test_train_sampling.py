@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from neural_human_addon.core.camera import look_at_extrinsics
+from server.body.rotations import axis_angle_to_matrix
 from server.data.image_ops import BAND_VALUE
 from server.data.zju_reader import ZjuMocapDataset
 from server.neural_body import ray_sampling
 from server.neural_body.rays import get_rays, near_far
-from server.neural_body.sparse_input import rodrigues
 from server.neural_body.train import EpochExponentialLR, learning_rate, make_optimizer
 
 BLOB_RADII = np.array([0.10, 0.07, 0.22])  # metres, z up
@@ -88,7 +88,7 @@ def write_blob_dataset(root: Path, *, num_frames: int = 6, size: int = 48, num_v
     for frame in range(num_frames):
         Rh = np.array([0.0, 0.0, 0.15 * frame])
         Th = BLOB_CENTER + np.array([0.02 * frame, -0.01 * frame, 0.0])
-        rot = rodrigues(Rh)
+        rot = axis_angle_to_matrix(Rh)
         np.save(root / "params" / f"{frame}.npy", np.array({"poses": np.zeros((1, 72)), "shapes": np.zeros((1, 10)),
                                                            "Rh": Rh[None], "Th": Th[None]}, dtype=object))
         np.save(root / "vertices" / f"{frame}.npy", (canonical @ rot.T + Th).astype(np.float32))

@@ -1,4 +1,4 @@
-"""raw2outputs, sampling and the reference image renderer (reference/neural_body.md §2.3–2.4)."""
+"""raw2outputs, sampling and the reference image renderer (as the original's if_clight_renderer.py)."""
 
 from __future__ import annotations
 

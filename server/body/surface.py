@@ -1,4 +1,5 @@
-"""Triangle-mesh self-intersection test (pure numpy): a uniform grid proposes pairs, exact segment tests decide.
+"""Triangle-mesh geometry (pure numpy): the signed volume, and a self-intersection test where a uniform grid proposes
+pairs and exact segment tests decide.
 
 Two non-coplanar triangles intersect exactly when an edge of one crosses the other, so each candidate pair is
 settled by six segment-triangle tests (Möller-Trumbore, strict interiors). Triangles sharing a vertex are
@@ -8,6 +9,12 @@ never counted: adjacent faces touch by construction.
 from __future__ import annotations
 
 import numpy as np
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh; positive when its faces are oriented with outward normals."""
+    tri = np.asarray(vertices, np.float64)[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
 def _candidate_pairs(vertices: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarray:
