@@ -1,11 +1,39 @@
-"""The benchmark's HTTP / feature-cache figures cover 256×256 renders unless --quick keeps them small on CPU."""
+"""The benchmark's pieces: the framing camera, and frames of both paths side by side with their agreement."""
 
 from __future__ import annotations
 
-from server.commands.bench import http_sizes
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neural_human_addon.core.camera import PinholeCamera, project
+from server.commands.bench import _poses, bench_frames, framing_camera
+
+DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 
 
-def test_http_figures_include_256_unless_quick_on_cpu():
-    assert http_sizes("cpu", quick=False) == (64, 256) == http_sizes("cuda", quick=False)
-    assert http_sizes("cpu", quick=True) == (64,)  # --quick stays fast on a CPU
-    assert http_sizes("cuda", quick=True) == (256,)
+@pytest.fixture(scope="module")
+def demo_actor():
+    from server.neural_body.actor import load_actor
+
+    return load_actor(DEMO_ACTOR)
+
+
+def test_framing_camera_fills_about_80_percent_of_the_height(demo_actor):
+    verts, *_ = _poses(demo_actor, 1)[0]
+    K, R, T = framing_camera(verts, 256)
+    pixels, _ = project(verts.astype(np.float64), PinholeCamera(K, R, T, 256, 256))
+    height = float(np.ptp(pixels[:, 1])) / 256
+    assert 0.7 <= height <= 0.9
+    assert pixels.min() >= 0 and pixels.max() <= 255
+
+
+@pytest.mark.slow
+def test_bench_frames_measures_both_paths_on_new_poses_and_their_agreement(demo_actor):
+    result = bench_frames(demo_actor.network, _poses(demo_actor, 2), 24, ["fast", "reference"])
+    assert result["poses"] == 2 and result["fast_seconds"] > 0 and result["reference_seconds"] > 0
+    assert result["reference_over_fast"] == pytest.approx(result["reference_seconds"] / result["fast_seconds"],
+                                                          rel=0.05)
+    assert result["agreement"]["min_psnr_premultiplied_db"] >= 40
+    assert result["agreement"]["max_alpha_difference"] <= 0.02
