@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.neural_body.config import FRAME_INTERVAL, MESH_POINTS, MESH_THRESHOLD, MESH_VOXEL_SIZE
+from server.neural_body.config import FRAME_INTERVAL, MESH_POINTS, MESH_THRESHOLD, MESH_VOXEL_SIZE, RENDERERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mesh-threshold", type=float, default=MESH_THRESHOLD,
                         help=f"raw density iso level ({MESH_THRESHOLD:g})")
     parser.add_argument("--mesh-points", type=int, default=MESH_POINTS, help=f"IoU/Chamfer samples ({MESH_POINTS})")
+    parser.add_argument("--renderer", choices=(*RENDERERS, "both"), default="reference",
+                        help="reference (default): the protocol's own rendering of the whole box; fast: the fast "
+                             "path; both: the reference, and the fast path's figures and agreement beside them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from server.errors import NeuralHumanError
     from server.neural_body.actor import load_actor
     from server.neural_body.evaluate import evaluate_actor, finite_or_none, write_json
+    from server.neural_body.render_settings import RenderSettings
     from server.neural_body.train import resolve_device
 
     if args.frame_interval < 1 or args.mesh_points < 100 or args.mesh_voxel_size <= 0:
@@ -53,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_actor(actor, dataset, args.json.parent, frame_interval=args.frame_interval,
                                 mesh=not args.no_mesh, mesh_voxel_size=args.mesh_voxel_size,
                                 mesh_threshold=args.mesh_threshold, mesh_points=args.mesh_points,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress,
+                                settings=RenderSettings("fast" if args.renderer == "fast" else "reference"),
+                                beside=RenderSettings("fast") if args.renderer == "both" else None)
     except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {k: {m: result[k][m] for m in ("psnr", "ssim", "psnr_whole")} for k in ("novel_view", "novel_pose")}
     if result["mesh"]:
         summary["mesh"] = {m: result["mesh"][m] for m in ("iou", "chamfer_l1")}
+    if "beside" in result:
+        summary["fast_path"] = {k: result["beside"][k] for k in ("novel_view", "novel_pose", "agreement")}
     print(json.dumps(finite_or_none(summary), indent=2))
     print(f"wrote {args.json} and comparison images in {args.json.parent / 'comparison'}")
     return 0

@@ -2,7 +2,9 @@
 
 The pose is a captured frame of the actor's motion (``--frame``) or any SMPL body from a JSON/npz file
 (``--body``: EasyMocap keys poses/shapes/Rh/Th, or AMASS keys global_orient/body_pose/transl/shapes). Marching cubes
-of the raw density over the posed body's box, vertex colours from the colour head (server/neural_body/mesh.py).
+of the raw density over the posed body's box, vertex colours from the colour head: by default coarse to fine inside
+the body's occupancy (server/neural_body/mesh_coarse_to_fine.py), or on the dense grid (--renderer reference,
+server/neural_body/mesh.py); both give the same surface.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.neural_body.config import MESH_THRESHOLD, MESH_VOXEL_SIZE
+from server.neural_body.config import DEFAULT_MARGIN, MESH_THRESHOLD, MESH_VOXEL_SIZE, RENDERERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-model", type=Path, default=None,
                         help="body model file for --body (default: the actor's: the demo body, or its SMPL path)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--renderer", choices=RENDERERS, default="fast",
+                        help="fast (default): density only inside the body's occupancy, coarse to fine, the same "
+                             "surface; reference: the dense grid over the whole box (Neural Body's recipe)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help=f"fast: metres around the body that may hold density ({DEFAULT_MARGIN})")
 
 
 def run(args: argparse.Namespace) -> int:
     from server.errors import NeuralHumanError
     from server.neural_body.actor import load_actor
-    from server.neural_body.mesh import extract_mesh, resolve_pose, write_ply
+    from server.neural_body.mesh import resolve_pose, write_ply
+    from server.neural_body.render_settings import RenderSettings
     from server.neural_body.sparse_input import prepare_sparse_input
     from server.neural_body.train import resolve_device
 
@@ -47,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
                             appearance_frame=args.appearance_frame)
         sparse_input = prepare_sparse_input(pose.vertices, pose.Rh, pose.Th, device=device)
         start = time.perf_counter()
-        mesh = extract_mesh(actor.network, sparse_input, pose.latent_index, voxel_size=args.voxel_size,
-                            threshold=args.threshold, colors=not args.no_colors)
+        settings = RenderSettings(args.renderer, args.margin)
+        mesh = settings.mesh(actor.network, sparse_input, pose.latent_index, voxel_size=args.voxel_size,
+                             threshold=args.threshold, colors=not args.no_colors)
         seconds = time.perf_counter() - start
     except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

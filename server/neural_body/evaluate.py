@@ -28,9 +28,11 @@ from neural_human_addon.core.atomic_files import atomic_path
 from server.data.image_ops import save_png
 from server.neural_body import metrics
 from server.neural_body.config import FRAME_INTERVAL, MESH_POINTS, MESH_THRESHOLD, MESH_VOXEL_SIZE
-from server.neural_body.mesh import extract_mesh
+from server.neural_body.render_settings import RenderSettings
 from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import render_image
+
+REFERENCE = RenderSettings("reference")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -47,13 +49,16 @@ def image_metrics(pred: np.ndarray, gt: np.ndarray, mask_at_box: np.ndarray) -> 
             "psnr_whole": metrics.psnr(pred, gt)}
 
 
-# One loop over the protocol's splits, frames and views, kept whole so it reads as the original evaluator does (and
-# while the fast renderer lands on this function in main): splitting it would scatter the per-frame state.
+# One loop over the protocol's splits, frames and views, kept whole so it reads as the original evaluator does:
+# splitting it would scatter the per-frame state.
 def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: int = FRAME_INTERVAL,  # noqa: PLR0915
                    mesh: bool = True, mesh_voxel_size: float = MESH_VOXEL_SIZE, mesh_threshold: float = MESH_THRESHOLD,
-                   mesh_points: int = MESH_POINTS, progress: bool = True) -> dict[str, Any]:
+                   mesh_points: int = MESH_POINTS, progress: bool = True, settings: RenderSettings = REFERENCE,
+                   beside: RenderSettings | None = None) -> dict[str, Any]:
     """Run the protocol for ``actor`` (``load_actor``) on ``dataset`` (``ZjuMocapDataset``); comparison images go to
-    ``out_dir/comparison``. Returns the JSON-ready result."""
+    ``out_dir/comparison``. Returns the JSON-ready result. ``settings`` picks the path that renders and meshes (the
+    reference path, the protocol's, by default); ``beside`` renders every image again with another path and reports
+    its figures and its agreement with the first under ``result["beside"]``."""
     network = actor.network
     vertex_count = int(dataset.vertices(dataset.train_frames[0]).shape[0])
     if vertex_count != network.num_vertices:
@@ -72,6 +77,8 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
     render_seconds: list[float] = []
     mesh_seconds: list[float] = []
     mesh_rows: list[dict[str, Any]] = []
+    beside_rows: list[dict[str, Any]] = []
+    beside_seconds: list[float] = []
     total = sum(len(frames) for frames in splits.values()) * len(dataset.test_views)
     bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
     for split, frames in splits.items():
@@ -84,8 +91,16 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                 cam = dataset.cameras[view]
                 start = time.perf_counter()
                 out = render_image(network, vertices, params.Rh, params.Th, latent, cam.K, cam.R, cam.T,
-                                   cam.width, cam.height)
+                                   cam.width, cam.height, renderer=settings.image_renderer())
                 render_seconds.append(time.perf_counter() - start)
+                if beside is not None:
+                    start = time.perf_counter()
+                    other = render_image(network, vertices, params.Rh, params.Th, latent, cam.K, cam.R, cam.T,
+                                         cam.width, cam.height, renderer=beside.image_renderer())
+                    beside_seconds.append(time.perf_counter() - start)
+                    beside_rows.append({"split": split, **image_metrics(other.rgb, dataset.image(frame, view),
+                                                                        other.mask_at_box),
+                                        **render_agreement(out, other)})
                 gt = dataset.image(frame, view)
                 if not out.mask_at_box.any():
                     raise ValueError(f"frame {frame}, view {view}: the body box is not in view of the camera")
@@ -98,8 +113,8 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
             if has_mesh:
                 start = time.perf_counter()
                 sparse_input = prepare_sparse_input(vertices, params.Rh, params.Th, device=network.c.weight.device)
-                pred = extract_mesh(network, sparse_input, latent, voxel_size=mesh_voxel_size,
-                                    threshold=mesh_threshold, colors=False)
+                pred = settings.mesh(network, sparse_input, latent, voxel_size=mesh_voxel_size,
+                                     threshold=mesh_threshold, colors=False)
                 gt_verts, gt_faces = dataset.gt_mesh(frame)
                 if len(pred.faces):
                     iou = metrics.volumetric_iou((pred.vertices, pred.faces), (gt_verts, gt_faces),
@@ -121,7 +136,10 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                           "empty_meshes": sum(1 for r in mesh_rows if r["faces"] == 0), "per_frame": mesh_rows}
     else:
         result["mesh"] = None
+    if beside is not None:
+        result["beside"] = _beside_summary(beside, beside_rows, beside_seconds)
     result["protocol"] = {
+        "renderer": settings.renderer,
         "batchnorm": "batch_stats", "perturb": 0, "n_samples": 64, "frame_interval": frame_interval,
         "test_views": list(dataset.test_views), "train_views": list(dataset.train_views),
         "latent_index_novel_pose": last_code,
@@ -141,6 +159,23 @@ def evaluate_actor(actor: Any, dataset: Any, out_dir: Path, *, frame_interval: i
                         "mesh_seconds_per_frame": _mean(mesh_seconds) if has_mesh else None,
                         "device": str(network.c.weight.device)}
     return result
+
+
+def render_agreement(a: Any, b: Any) -> dict[str, float]:
+    """PSNR over premultiplied RGB (the compositing outputs) and max alpha difference of two ``ImageRender``."""
+    pa, pb = a.straight_rgb * a.opacity[..., None], b.straight_rgb * b.opacity[..., None]
+    return {"agreement_psnr": metrics.psnr(pa, pb), "max_alpha_difference": float(np.abs(a.opacity - b.opacity).max())}
+
+
+def _beside_summary(beside: RenderSettings, rows: list[dict[str, Any]], seconds: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"renderer": beside.renderer, "margin": beside.margin,
+                           "render_seconds_per_image": _mean(seconds)}
+    for split in ("novel_view", "novel_pose"):
+        mine = [r for r in rows if r["split"] == split]
+        out[split] = {"psnr": _mean([r["psnr"] for r in mine]), "ssim": _mean([r["ssim"] for r in mine])}
+    out["agreement"] = {"min_psnr_premultiplied": min((r["agreement_psnr"] for r in rows), default=None),
+                        "max_alpha_difference": max((r["max_alpha_difference"] for r in rows), default=None)}
+    return out
 
 
 def finite_or_none(value: Any) -> Any:

@@ -94,3 +94,23 @@ def test_evaluate_refuses_a_mismatched_actor(blob_actor, tmp_path, capsys):
                                       "--device", "cpu", "--no-progress"))
     assert code == 1 and "vertices" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reports_the_fast_path_beside_the_reference(blob_actor, tmp_path, capsys):
+    """--renderer both: the protocol's figures from the reference path, the fast path's beside them with their
+    agreement per image (a random network has density everywhere, so only the report's shape is checked here; the
+    agreement itself is asserted on trained weights in test_fast_path.py)."""
+    root, actor = blob_actor
+    out = tmp_path / "both" / "metrics.json"
+    code = evaluate_command.run(_args(str(actor), "--data", str(root), "--json", str(out), "--frame-interval", "2",
+                                      "--device", "cpu", "--no-progress", "--no-mesh", "--renderer", "both"))
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["protocol"]["renderer"] == "reference"
+    beside = result["beside"]
+    assert beside["renderer"] == "fast" and beside["render_seconds_per_image"] > 0
+    for split in ("novel_view", "novel_pose"):
+        assert math.isfinite(beside[split]["psnr"])
+    assert 0.0 <= beside["agreement"]["max_alpha_difference"] <= 1.0
+    assert "fast_path" in capsys.readouterr().out
