@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actor", default="demo", help="actor id (default: demo)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="server device")
     parser.add_argument("--frames", type=int, default=10, help="animation length in frames (default 10)")
-    parser.add_argument("--width", type=int, default=160, help="image width (default 160)")
-    parser.add_argument("--height", type=int, default=120, help="image height (default 120)")
+    parser.add_argument("--width", type=int, default=480, help="image width (default 480)")
+    parser.add_argument("--height", type=int, default=270, help="image height (default 270)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for each server job")
 
 
