@@ -6,9 +6,9 @@ the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, th
 cubes and colours) while evaluating the network on a small part of that grid:
 
 1. the grid at ``2**(levels-1)`` times the voxel size, only at points inside the occupancy (points outside are empty);
-2. at each finer level, only the corners of the cells that straddle the iso-level, and their neighbour cells; every
-   other point takes the trilinear value of the coarser level (it is at least a coarse cell away from the surface,
-   so its side of the iso-level is already known);
+2. at each finer level, only the corners of the cells that straddle the iso-level (and, but for the last level,
+   their face neighbours); every other point takes the trilinear value of the coarser level (it is away from the
+   surface, so its side of the iso-level is already known);
 3. marching cubes on the finest grid, colours only at the final vertices.
 
 ``density_levels(density_fn, inside_fn, bounds, voxel_size, threshold, levels) -> (volume, origin, evaluated)`` is
@@ -80,7 +80,7 @@ def density_levels(
         shape = tuple(2 * (s - 1) + 1 for s in volume.shape)
         finer = F.interpolate(torch.from_numpy(volume)[None, None], size=shape, mode="trilinear",
                               align_corners=True)[0, 0].numpy()
-        active = _active_points(volume, threshold)
+        active = _active_points(volume, threshold, dilate=level < levels - 1)
         index = np.argwhere(active)
         if index.size:
             values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, index), chunk)
@@ -91,14 +91,17 @@ def density_levels(
     return np.ascontiguousarray(volume), origin, evaluated
 
 
-def _active_points(volume: np.ndarray, threshold: float) -> np.ndarray:
-    """bool mask on the next finer grid: corners of the cells that straddle ``threshold`` and of their neighbours."""
+def _active_points(volume: np.ndarray, threshold: float, dilate: bool = True) -> np.ndarray:
+    """bool mask on the next finer grid: corners of the cells that straddle ``threshold`` (and, with ``dilate``, of
+    their face neighbours: a feature thinner than a cell that no corner sees is caught there, one level down)."""
     inside = volume > threshold
     corners = [inside[i:inside.shape[0] - 1 + i, j:inside.shape[1] - 1 + j, k:inside.shape[2] - 1 + k]
                for i in (0, 1) for j in (0, 1) for k in (0, 1)]
     any_in = np.logical_or.reduce(corners)
     all_in = np.logical_and.reduce(corners)
-    cells = ndimage.binary_dilation(any_in & ~all_in, structure=np.ones((3, 3, 3), bool))
+    cells = any_in & ~all_in
+    if dilate:
+        cells = ndimage.binary_dilation(cells, structure=ndimage.generate_binary_structure(3, 1))
     finer = np.zeros(tuple(2 * (s - 1) + 1 for s in volume.shape), bool)
     finer[1::2, 1::2, 1::2] = cells  # cell centres on the finer grid, then their 27 neighbours = the cell's points
     return ndimage.binary_dilation(finer, structure=np.ones((3, 3, 3), bool))
