@@ -317,7 +317,7 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     network = actor.network
     renderers = ["fast", "reference"] if args.renderer == "both" else [args.renderer]
     size = (128 if args.quick else 256) if device.type == "cpu" else 512
-    poses = _poses(actor, 2 if args.quick else 3)
+    poses = _poses(actor, 2)
     out: dict[str, Any] = {"device": str(device)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)

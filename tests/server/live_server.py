@@ -110,7 +110,7 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded 2-core machine takes a while to import torch and spconv
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -121,7 +121,7 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /v1/health within 60 s")
+                raise RuntimeError("server did not answer /v1/health within 180 s")
             time.sleep(0.2)
         token_file = config / "neural-human" / "token"
         from server.inference.limits import BUNDLED_ACTORS_DIR
