@@ -1,13 +1,14 @@
 """Meshes of the fast path: density only inside the pose's occupancy, coarse to fine, marching cubes once.
 
 ``extract_mesh_coarse_to_fine(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
-occupancy=None, levels=3, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives
+occupancy=None, levels=None, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives
 the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same marching
 cubes and colours) while evaluating the network on a small part of that grid:
 
-1. the grid at ``2**(levels-1)`` times the voxel size, only at points inside the occupancy (points outside are empty);
-2. at each finer level, only the corners of the cells that straddle the iso-level (and, but for the last level,
-   their face neighbours); every other point takes the trilinear value of the coarser level (it is away from the
+1. the grid at ``2**(levels-1)`` times the voxel size (at most 2 cm: ``levels_for``), only at points inside the
+   occupancy (points outside are empty);
+2. at each finer level, only the corners of the cells that straddle the iso-level and of their face neighbours;
+   every other point takes the trilinear value of the coarser level (it is away from the
    surface, so its side of the iso-level is already known);
 3. marching cubes on the finest grid, colours only at the final vertices.
 
@@ -17,6 +18,7 @@ the grid core for any density of world points; ``evaluated`` counts the points i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -31,7 +33,15 @@ from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
 from server.neural_body.sparse_input import SparseInput
 
-LEVELS = 3  # 5 mm meshes start on a 2 cm grid
+COARSEST_SPACING = 0.02  # metres: the first grid must still see a thin limb (a forearm is ~6 cm, a finger ~1.5)
+
+
+def levels_for(voxel_size: float) -> int:
+    """Grid levels so that the coarsest spacing (voxel · 2^(levels-1)) stays at or below ``COARSEST_SPACING``:
+    5 mm → 3 levels (2 cm, 1 cm, 5 mm), 1 cm → 2, 2 cm and coarser → 1 (the occupancy alone)."""
+    if not voxel_size > 0:
+        raise ValueError(f"voxel_size must be > 0; got {voxel_size}")
+    return int(max(1, min(4, 1 + math.floor(math.log2(COARSEST_SPACING / voxel_size) + 1e-9))))
 OUTSIDE = -1e4  # value given to points outside the occupancy (far below any iso-level)
 
 
@@ -58,12 +68,14 @@ def density_levels(
     *,
     voxel_size: float = VOXEL_SIZE,
     threshold: float = THRESHOLD,
-    levels: int = LEVELS,
+    levels: int | None = None,
     chunk: int = QUERY_CHUNK,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Values on the ``voxel_size`` grid over ``bounds`` (the grid of ``mesh.grid_axes``), exact near the iso-level.
 
-    Returns (volume (X,Y,Z) float32, origin (3,), number of density evaluations)."""
+    Returns (volume (X,Y,Z) float32, origin (3,), number of density evaluations). ``levels`` defaults to
+    ``levels_for(voxel_size)``."""
+    levels = levels_for(voxel_size) if levels is None else levels
     if levels < 1:
         raise ValueError(f"levels must be >= 1; got {levels}")
     axes = grid_axes(bounds, voxel_size)
@@ -80,7 +92,7 @@ def density_levels(
         shape = tuple(2 * (s - 1) + 1 for s in volume.shape)
         finer = F.interpolate(torch.from_numpy(volume)[None, None], size=shape, mode="trilinear",
                               align_corners=True)[0, 0].numpy()
-        active = _active_points(volume, threshold, dilate=level < levels - 1)
+        active = _active_points(volume, threshold)
         index = np.argwhere(active)
         if index.size:
             values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, index), chunk)
@@ -116,7 +128,7 @@ def extract_mesh_coarse_to_fine(
     threshold: float = THRESHOLD,
     colors: bool = True,
     occupancy: Occupancy | None = None,
-    levels: int = LEVELS,
+    levels: int | None = None,
     chunk: int = QUERY_CHUNK,
     encode: Callable[[SparseInput], FeatureTables | list[torch.Tensor]] | None = None,
     margin: float = DEFAULT_MARGIN,

@@ -197,25 +197,35 @@ def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():
 # ---------------------------------------------------------------------------------------------------- meshes
 
 
+def surface_samples(vertices: np.ndarray, faces: np.ndarray, n: int) -> np.ndarray:
+    """Points on every triangle at the barycentric grid of step 1/n (the vertices and edges included)."""
+    steps = [(i / n, j / n) for i in range(n + 1) for j in range(n + 1 - i)]
+    tri = vertices[faces].astype(np.float64)  # (M,3,3)
+    return np.concatenate([tri[:, 0] + a * (tri[:, 1] - tri[:, 0]) + b * (tri[:, 2] - tri[:, 0]) for a, b in steps])
+
+
+
 @pytest.mark.slow
 def test_coarse_to_fine_mesh_is_the_dense_mesh(demo_actor):
     """Same grid, same iso-level: the inside sets agree (IoU ≥ 0.99) and every vertex lies within half a voxel of
-    the dense mesh's surface. (1.5 cm so that the dense reference stays affordable on a CPU.)"""
+    the dense mesh's surface. (1 cm, two levels: 2 cm then 1 cm, so that the dense reference stays affordable on a
+    CPU; the raised shoulders put thin arms away from the body, which a too coarse first grid would lose.)"""
     from scipy.spatial import cKDTree
 
     from server.neural_body.batchnorm_mode import batch_statistics
     from server.neural_body.mesh import THRESHOLD, extract_mesh, extract_mesh_from_density
-    from server.neural_body.mesh_coarse_to_fine import density_levels, extract_mesh_coarse_to_fine
+    from server.neural_body.mesh_coarse_to_fine import density_levels, extract_mesh_coarse_to_fine, levels_for
 
+    assert (levels_for(0.005), levels_for(0.01), levels_for(0.02), levels_for(0.05)) == (3, 2, 1, 1)
     network = demo_actor.network
     verts, rh, th = posed_body(demo_actor, 10, bend=True)
     sparse = prepare_sparse_input(verts, rh, th)
-    voxel = 0.015
+    voxel = 0.01
     dense = extract_mesh(network, sparse, 10, voxel_size=voxel, colors=False)
     fast = extract_mesh_coarse_to_fine(network, sparse, 10, voxel_size=voxel, colors=True)
     assert len(dense.faces) > 1000 and fast.colors is not None and len(fast.colors) == len(fast.vertices)
-    dist, _ = cKDTree(dense.vertices).query(fast.vertices)
-    assert dist.max() <= 0.5 * voxel
+    dist, _ = cKDTree(surface_samples(dense.vertices, dense.faces, 8)).query(fast.vertices)
+    assert dist.max() <= 0.5 * voxel  # (up to the samples' spacing, about a tenth of a voxel)
     # the inside sets on the grid
     occ = body_occupancy(sparse)
     with torch.no_grad(), batch_statistics(network):
