@@ -1,0 +1,274 @@
+"""Bone-map detection by structure (numpy only): the SMPL joints found from a rig's hierarchy and rest geometry.
+
+Works for any humanoid, whatever its bone names: the two feet are the lowest leaves whose common ancestor lies on the
+path to the highest leaf (the head), that ancestor is the pelvis, the arms are the two leaves farthest out from the
+spine whose common ancestor is on it (the chest). Roles along each chain come from rest geometry: heights along the
+legs (hip where the long drop starts, ankle near the floor, knee in between), arc length along the arms (collar when
+the first segment is short, wrist where the hand branches into fingers, elbow in between). Names only break ties
+(twist bones, 'knee'/'forearm' words) and give sides when they carry side cues; otherwise sides come from the toes'
+forward direction (left = up × forward), else Blender's convention (the character faces -Y).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .smpl_skeleton import REQUIRED_JOINTS, SMPL_JOINT_NAMES
+
+Z_UP = np.array([0.0, 0.0, 1.0])
+_NUB = re.compile(r"(end|nub|top|tip|site)$")
+_SIDE_WORDS = re.compile(r"(?:^|[^a-z])(left|right)|(?:^|[\s._\-])([lr])(?:[\s._\-]|$)|^([lr])(?=[A-Z])")
+KNEE_WORDS = ("knee", "shin", "calf", "lowerleg", "leg")
+ELBOW_WORDS = ("elbow", "forearm", "lowerarm")
+
+
+class StructureError(ValueError):
+    """The hierarchy does not look like a humanoid; the message says which part was not found."""
+
+
+@dataclass
+class StructureMatch:
+    bone_map: dict[str, str | None]
+    confidence: float  # 0..1: required joints found, left/right chains alike in length, names agreeing
+    notes: list[str] = field(default_factory=list)
+
+
+def side_cue(name: str) -> str:
+    """'l', 'r' or '' from a bone name's side token (Left/Right, .L/_R, L_, 'LHipJoint', 'lShldr')."""
+    base = name.rsplit(":", 1)[-1]
+    m = re.match(r"^([LRlr])(?=[A-Z])", base)
+    if m:
+        return m.group(1).lower()
+    hit = _SIDE_WORDS.search(base.lower())
+    if hit:
+        return next(g for g in hit.groups() if g)[0]
+    return ""
+
+
+class _Tree:
+    def __init__(self, names: Sequence[str], parents: Sequence[int], heads: np.ndarray, up: np.ndarray) -> None:
+        self.names, self.parents = list(names), list(parents)
+        self.heads = np.asarray(heads, dtype=np.float64)
+        self.up = up / np.linalg.norm(up)
+        self.h = self.heads @ self.up
+        self.children: list[list[int]] = [[] for _ in self.names]
+        for i, p in enumerate(self.parents):
+            if p >= 0:
+                self.children[p].append(i)
+        self.leaves = [i for i, c in enumerate(self.children) if not c]
+
+    def path(self, i: int) -> list[int]:
+        """Root ... i."""
+        out = []
+        while i >= 0:
+            out.append(i)
+            i = self.parents[i]
+        return out[::-1]
+
+    def lca(self, a: int, b: int) -> int:
+        pa, pb = self.path(a), self.path(b)
+        k = 0
+        while k < min(len(pa), len(pb)) and pa[k] == pb[k]:
+            k += 1
+        return pa[k - 1] if k else -1
+
+    def between(self, top: int, leaf: int) -> list[int]:
+        """Bones strictly below `top` down to `leaf` (inclusive)."""
+        p = self.path(leaf)
+        return p[p.index(top) + 1 :] if top in p else []
+
+    def horizontal(self, v: np.ndarray) -> np.ndarray:
+        return v - (v @ self.up) * self.up
+
+    def is_nub(self, i: int) -> bool:
+        return not self.children[i] and bool(_NUB.search(re.sub(r"[\s._\-:]", "", self.names[i].lower())))
+
+
+def _find_ends(t: _Tree) -> tuple[int, int, int, int, int, int]:
+    """(pelvis, head leaf, foot leaf A, foot leaf B, hand leaf A, hand leaf B)."""
+    if len(t.names) < 10:
+        raise StructureError(f"the rig has {len(t.names)} bones; a humanoid needs at least legs, spine and arms")
+    top = max(t.leaves, key=lambda i: t.h[i])
+    lows = sorted(t.leaves, key=lambda i: t.h[i])
+    f1 = lows[0]
+    tall = float(t.h[top] - t.h[f1])
+    f2 = next((x for x in lows[1:] if t.h[t.lca(f1, x)] - t.h[f1] > 0.4 * tall), None)
+    if f2 is None:
+        raise StructureError("found no second leg: no other low end bone branches off near the hips")
+    pelvis = t.lca(t.lca(f1, f2), top)
+    spine_path = t.path(top)
+    if pelvis not in spine_path:
+        raise StructureError("the two legs do not meet on the path from the root to the head")
+    upper_spine = set(spine_path[spine_path.index(pelvis) + 1 :])
+    leg_roots = {t.between(pelvis, f)[0] for f in (f1, f2)}
+    cand = [
+        x for x in t.leaves
+        if x != top and t.lca(x, top) in upper_spine and not leg_roots & set(t.path(x))
+    ]  # fmt: skip
+    if len(cand) < 2:
+        raise StructureError("found no two arms branching off the spine above the hips")
+    axis = t.heads[top] - t.heads[pelvis]
+    axis = axis / max(np.linalg.norm(axis), 1e-12)
+
+    def off_axis(x: int) -> float:
+        v = t.heads[x] - t.heads[pelvis]
+        return float(np.linalg.norm(v - (v @ axis) * axis))
+
+    a1 = max(cand, key=off_axis)
+    others = [x for x in cand if t.lca(a1, x) in upper_spine]
+    if not others:
+        raise StructureError("found one arm but no second one branching off the spine")
+    a2 = max(others, key=lambda x: float(np.linalg.norm(t.horizontal(t.heads[x] - t.heads[a1]))))
+    return pelvis, top, f1, f2, a1, a2
+
+
+def _closest_mid(t: _Tree, chain: list[int], value: np.ndarray, target: float, words: tuple[str, ...]) -> int | None:
+    """Chain bone whose `value` is closest to `target`; bones whose names carry one of `words` win."""
+    if not chain:
+        return None
+    worded = [b for b in chain if any(w in t.names[b].lower() for w in words) and "up" not in t.names[b].lower()]
+    pool = worded or chain
+    return min(pool, key=lambda b: abs(float(value[chain.index(b)]) - target))
+
+
+def _leg(t: _Tree, pelvis: int, leaf: int, floor: float) -> dict[str, int | None]:
+    chain = t.between(pelvis, leaf)
+    span = max(float(t.h[pelvis]) - floor, 1e-9)
+    drop = np.array([(t.h[pelvis] - t.h[b]) / span for b in chain])
+    upper = [k for k, d in enumerate(drop) if d < 0.22]
+    hip_k = upper[-1] if upper else 0
+    low = [k for k, d in enumerate(drop) if d > 0.8 and k > hip_k]
+    ankle_k = low[0] if low else len(chain) - 1
+    mid = chain[hip_k + 1 : ankle_k]
+    knee = _closest_mid(t, mid, drop[hip_k + 1 : ankle_k], (drop[hip_k] + drop[ankle_k]) / 2, KNEE_WORDS)
+    ankle = chain[ankle_k]
+    toe = None
+    tol = 0.02 * span
+    for b in chain[ankle_k + 1 :]:
+        if np.linalg.norm(t.heads[b] - t.heads[ankle]) > tol and not t.is_nub(b):
+            toe = b
+            break
+    return {"hip": chain[hip_k], "knee": knee, "ankle": ankle, "foot": toe}
+
+
+def _arc(t: _Tree, chain: list[int]) -> np.ndarray:
+    d = [0.0] + [float(np.linalg.norm(t.heads[b] - t.heads[a])) for a, b in zip(chain[:-1], chain[1:], strict=True)]
+    return np.cumsum(d)
+
+
+def _arm(t: _Tree, chest: int, leaf: int) -> dict[str, int | None]:
+    chain = t.between(chest, leaf)
+    arc = _arc(t, chain)
+    total = max(float(arc[-1]), 1e-9)
+    wrist_k = next((k for k, b in enumerate(chain) if len(t.children[b]) >= 2 and arc[k] / total >= 0.65), None)
+    if wrist_k is None:
+        wrist_k = len(chain) - 2 if len(chain) >= 4 and t.is_nub(chain[-1]) or len(chain) >= 5 else len(chain) - 1
+    best = None
+    for s in range(wrist_k - 1):  # shoulder at s, elbow at e: the upper arm about 1.05 × the forearm (SMPL)
+        for e in range(s + 1, wrist_k):
+            upper, fore = arc[e] - arc[s], arc[wrist_k] - arc[e]
+            if upper > 0 and fore > 0:
+                worded = any(w in t.names[chain[e]].lower() for w in ELBOW_WORDS)
+                cost = abs(upper / fore - 1.05) - (0.05 if worded else 0.0)
+                if best is None or cost < best[0]:
+                    best = (cost, s, e)
+    if best is None:
+        raise StructureError(f"the arm ending in '{t.names[leaf]}' has too few bones for shoulder, elbow and wrist")
+    _, start, elbow_k = best
+    collar = chain[start - 1] if start >= 1 else None
+    shoulder, elbow = chain[start], chain[elbow_k]
+    hand = chain[wrist_k + 1] if wrist_k + 1 < len(chain) and not t.is_nub(chain[wrist_k + 1]) else None
+    return {"collar": collar, "shoulder": shoulder, "elbow": elbow, "wrist": chain[wrist_k], "hand": hand}
+
+
+def _spine(t: _Tree, pelvis: int, chest: int, top: int) -> dict[str, int | None]:
+    lower = t.between(pelvis, chest)
+    out: dict[str, int | None] = {"spine1": None, "spine2": None, "spine3": None}
+    if len(lower) == 1:
+        out["spine1"] = lower[0]
+    elif len(lower) == 2:
+        out["spine1"], out["spine3"] = lower
+    elif lower:
+        out["spine1"], out["spine3"] = lower[0], lower[-1]
+        out["spine2"] = lower[len(lower) // 2]
+    upper = t.between(chest, top)
+    out["neck"] = upper[0] if upper else None
+    if upper:
+        below_neck = [x for x in t.leaves if upper[0] in t.path(x) and x != upper[0]]
+        head = below_neck[0] if below_neck else None
+        for x in below_neck[1:]:
+            head = t.lca(head, x)
+        while head is not None and t.is_nub(head) and t.parents[head] != upper[0]:
+            head = t.parents[head]
+        out["head"] = head
+    return out
+
+
+def _sides(t: _Tree, legs: tuple[dict, dict], arms: tuple[dict, dict], pelvis: int) -> tuple[bool, bool, str]:
+    """(first leg is the left one, first arm is the left one, how the sides were decided)."""
+
+    def cue(chains: dict) -> str:
+        cues = {side_cue(t.names[b]) for b in chains.values() if b is not None} - {""}
+        return cues.pop() if len(cues) == 1 else ""
+
+    cl, ca = (cue(legs[0]), cue(legs[1])), (cue(arms[0]), cue(arms[1]))
+    if {cl[0], cl[1]} == {"l", "r"} and {ca[0], ca[1]} == {"l", "r"}:
+        return cl[0] == "l", ca[0] == "l", "names"
+    fwd = np.zeros(3)
+    for leg in legs:
+        if leg["foot"] is not None:
+            fwd += t.horizontal(t.heads[leg["foot"]] - t.heads[leg["ankle"]])
+    how = "toes"
+    if np.linalg.norm(fwd) < 1e-6:
+        fwd, how = np.array([0.0, -1.0, 0.0]), "Blender's facing convention (-Y)"
+    left = np.cross(t.up, fwd)
+
+    def is_left(chain: dict) -> bool:
+        pts = [t.heads[b] for b in chain.values() if b is not None]
+        return float((np.mean(pts, axis=0) - t.heads[pelvis]) @ left) > 0
+
+    return is_left(legs[0]), is_left(arms[0]), how
+
+
+def _symmetry(t: _Tree, a: dict, b: dict, keys: tuple[str, str, str]) -> float:
+    def length(c: dict) -> float:
+        pts = [c[k] for k in keys]
+        if any(p is None for p in pts):
+            return 0.0
+        return float(sum(np.linalg.norm(t.heads[y] - t.heads[x]) for x, y in zip(pts[:-1], pts[1:], strict=True)))
+
+    la, lb = length(a), length(b)
+    return 0.0 if max(la, lb) <= 0 else min(la, lb) / max(la, lb)
+
+
+def detect_by_structure(
+    names: Sequence[str], parents: Sequence[int], heads: np.ndarray, up: np.ndarray = Z_UP
+) -> StructureMatch:
+    """SMPL joint -> bone name from the hierarchy and rest heads (world, `up` = the world's up axis)."""
+    t = _Tree(names, parents, heads, np.asarray(up, dtype=np.float64))
+    pelvis, top, f1, f2, a1, a2 = _find_ends(t)
+    chest = t.lca(a1, a2)
+    floor = float(min(t.h[f1], t.h[f2]))
+    legs = (_leg(t, pelvis, f1, floor), _leg(t, pelvis, f2, floor))
+    arms = (_arm(t, chest, a1), _arm(t, chest, a2))
+    first_leg_left, first_arm_left, how = _sides(t, legs, arms, pelvis)
+    lleg, rleg = legs if first_leg_left else legs[::-1]
+    larm, rarm = arms if first_arm_left else arms[::-1]
+    idx: dict[str, int | None] = {"pelvis": pelvis, **_spine(t, pelvis, chest, top)}
+    for side, leg, arm in (("left", lleg, larm), ("right", rleg, rarm)):
+        for k, v in leg.items():
+            idx[f"{side}_{k}"] = v
+        for k, v in arm.items():
+            idx[f"{side}_{k}"] = v
+    bone_map = {j: (t.names[idx[j]] if idx.get(j) is not None else None) for j in SMPL_JOINT_NAMES}
+    found = sum(1 for j in REQUIRED_JOINTS if bone_map[j]) / len(REQUIRED_JOINTS)
+    sym = min(
+        _symmetry(t, lleg, rleg, ("hip", "knee", "ankle")), _symmetry(t, larm, rarm, ("shoulder", "elbow", "wrist"))
+    )
+    confidence = round(found * (0.6 + 0.4 * sym) * (1.0 if how in ("names", "toes") else 0.9), 3)
+    notes = [f"sides from {how}", f"left/right chain length agreement {sym:.2f}"]
+    return StructureMatch(bone_map, confidence, notes)
