@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import bpy
 import numpy as np
 
-from ..core.bone_maps import detect_bone_map
+from ..core.bone_maps import Detection, detect_bone_map
 from ..core.retarget import (
     Y_TO_Z_UP,
     RetargetError,
@@ -70,11 +70,17 @@ def posed_world_matrices(obj, frames: Iterable[int], scene=None, names: Sequence
     return out
 
 
+def detect_armature(obj) -> Detection:
+    """Detection from the armature's bone names, hierarchy and rest heads (presets first, else the structure)."""
+    skel, names = skeleton_from_armature(obj)
+    return detect_bone_map(names, parents=skel.parents, heads=skel.rest_heads)
+
+
 def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str | None]:
     """The given map (checked against the armature's bones) or the auto-detected one; clear error when unusable."""
     names = {b.name for b in obj.data.bones}
     if bone_map is None:
-        det = detect_bone_map(names)
+        det = detect_armature(obj)
         if not det.ok:
             raise RetargetError(f"{role} armature '{obj.name}': {det.message}")
         return dict(det.bone_map)

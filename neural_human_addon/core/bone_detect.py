@@ -135,12 +135,15 @@ def _closest_mid(t: _Tree, chain: list[int], value: np.ndarray, target: float, w
     return min(pool, key=lambda b: abs(float(value[chain.index(b)]) - target))
 
 
-def _leg(t: _Tree, pelvis: int, leaf: int, floor: float) -> dict[str, int | None]:
+def _leg(t: _Tree, pelvis: int, leaf: int, floor: float, lateral: np.ndarray) -> dict[str, int | None]:
     chain = t.between(pelvis, leaf)
     span = max(float(t.h[pelvis]) - floor, 1e-9)
     drop = np.array([(t.h[pelvis] - t.h[b]) / span for b in chain])
-    upper = [k for k, d in enumerate(drop) if d < 0.22]
-    hip_k = upper[-1] if upper else 0
+    # hip: the first bone out to the side (hip joints, not the pelvis's own bones at its centre), high up the leg
+    side = np.array([abs(float((t.heads[b] - t.heads[pelvis]) @ lateral)) for b in chain])
+    upper = [k for k, d in enumerate(drop) if d < 0.3] or [0]
+    widest = max(side[k] for k in upper)
+    hip_k = next(k for k in upper if side[k] >= 0.5 * widest)
     low = [k for k, d in enumerate(drop) if d > 0.8 and k > hip_k]
     ankle_k = low[0] if low else len(chain) - 1
     mid = chain[hip_k + 1 : ankle_k]
@@ -253,7 +256,9 @@ def detect_by_structure(
     pelvis, top, f1, f2, a1, a2 = _find_ends(t)
     chest = t.lca(a1, a2)
     floor = float(min(t.h[f1], t.h[f2]))
-    legs = (_leg(t, pelvis, f1, floor), _leg(t, pelvis, f2, floor))
+    lateral = t.horizontal(t.heads[f1] - t.heads[f2])
+    lateral = lateral / max(float(np.linalg.norm(lateral)), 1e-12)  # the feet stand apart sideways
+    legs = (_leg(t, pelvis, f1, floor, lateral), _leg(t, pelvis, f2, floor, lateral))
     arms = (_arm(t, chest, a1), _arm(t, chest, a2))
     first_leg_left, first_arm_left, how = _sides(t, legs, arms, pelvis)
     lleg, rleg = legs if first_leg_left else legs[::-1]
