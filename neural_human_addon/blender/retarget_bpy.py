@@ -156,7 +156,8 @@ def bake_retarget(
     action = f"{target_obj.name}_from_{source_obj.name}"
     fresh_action(target_obj, action)
     key_result(target_obj, result, frames, tgt_names)
-    report = quality_report(src, posed, smap, tgt, tmap, result, opts)
+    evaluated = posed_world_matrices(target_obj, frames, scene, tgt_names)  # what Blender makes of the keys
+    report = quality_report(src, posed, smap, tgt, tmap, result, opts, target_posed=evaluated)
     report.update(
         scale=result.scale,
         frames=(start, end),
@@ -310,3 +311,43 @@ def build_smpl_armature(
     if previous is not None:
         view_layer.objects.active = previous
     return obj
+
+
+def _fcurves(obj) -> list:
+    """The F-curves animating obj (5.0's slotted actions and 4.2's Action.fcurves alike)."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    if action is None:
+        return []
+    if getattr(action, "is_action_layered", False) or not hasattr(action, "fcurves"):
+        from bpy_extras import anim_utils
+
+        bag = anim_utils.action_get_channelbag_for_slot(action, ad.action_slot)
+        return [] if bag is None else list(bag.fcurves)
+    return list(action.fcurves)
+
+
+def ignore_nonroot_positions(obj) -> list[str]:
+    """Drop the location animation of every bone but the roots (BVH files that write 0 in non-root position
+    channels mean 'at rest'; Blender's importer takes them as offsets and the bones collapse onto their parents).
+    Returns the names of the bones whose location keys were removed."""
+    _require_armature(obj, "source")
+    roots = {b.name for b in obj.data.bones if b.parent is None}
+    ad = obj.animation_data
+    bag = None
+    if ad is not None and ad.action is not None and not hasattr(ad.action, "fcurves"):
+        from bpy_extras import anim_utils
+
+        bag = anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
+    removed = []
+    for fc in _fcurves(obj):
+        path = fc.data_path
+        if path.startswith('pose.bones["') and path.endswith('"].location'):
+            bone = path[len('pose.bones["') : -len('"].location')]
+            if bone not in roots:
+                removed.append(bone)
+                (bag.fcurves if bag is not None else ad.action.fcurves).remove(fc)
+    for pb in obj.pose.bones:
+        if pb.name not in roots:
+            pb.location = (0.0, 0.0, 0.0)
+    return sorted(set(removed))
