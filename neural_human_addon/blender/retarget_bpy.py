@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import bpy
 import numpy as np
+from bpy_extras import anim_utils
 
 from ..core.bone_maps import Detection, detect_bone_map
 from ..core.retarget import (
@@ -320,8 +321,6 @@ def _fcurves(obj) -> list:
     if action is None:
         return []
     if getattr(action, "is_action_layered", False) or not hasattr(action, "fcurves"):
-        from bpy_extras import anim_utils
-
         bag = anim_utils.action_get_channelbag_for_slot(action, ad.action_slot)
         return [] if bag is None else list(bag.fcurves)
     return list(action.fcurves)
@@ -336,8 +335,6 @@ def ignore_nonroot_positions(obj) -> list[str]:
     ad = obj.animation_data
     bag = None
     if ad is not None and ad.action is not None and not hasattr(ad.action, "fcurves"):
-        from bpy_extras import anim_utils
-
         bag = anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
     removed = []
     for fc in _fcurves(obj):
