@@ -7,12 +7,13 @@ works with both the 4.2 Action.fcurves API and 5.0's layered (slotted) actions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import bpy
 import numpy as np
 from bpy_extras import anim_utils
 
-from ..core.bone_maps import Detection, detect_bone_map
+from ..core.bone_maps import Detection, all_presets, detect_bone_map
 from ..core.retarget import (
     Y_TO_Z_UP,
     RetargetError,
@@ -71,10 +72,20 @@ def posed_world_matrices(obj, frames: Iterable[int], scene=None, names: Sequence
     return out
 
 
+USER_BONE_MAPS = "neural_human/bone_maps"  # under Blender's user config folder
+
+
+def user_bone_map_dir(create: bool = False) -> Path:
+    """Where saved bone maps live: <Blender user config>/neural_human/bone_maps."""
+    return Path(bpy.utils.user_resource("CONFIG", path=USER_BONE_MAPS, create=create))
+
+
 def detect_armature(obj) -> Detection:
-    """Detection from the armature's bone names, hierarchy and rest heads (presets first, else the structure)."""
+    """Detection from the armature's bone names, hierarchy and rest heads: built-in and the user's saved presets
+    first (when they fit), else the structure."""
     skel, names = skeleton_from_armature(obj)
-    return detect_bone_map(names, parents=skel.parents, heads=skel.rest_heads)
+    presets = all_presets(user_bone_map_dir())
+    return detect_bone_map(names, presets, parents=skel.parents, heads=skel.rest_heads)
 
 
 def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str | None]:

@@ -33,7 +33,10 @@ class Preset:
     joints: BoneMap
 
 
-EDITOR_HINT = "pick the bone in the N-panel's Neural Human > Bone Map list (or load a saved map there), then Bind again"
+EDITOR_HINT = (
+    "pick the bone in the sidebar's Neural Human > Retarget > Bone Map list (or Load a saved map there), "
+    "then Bind again"
+)
 LIMB_JOINTS = tuple(
     f"{s}_{p}" for s in ("left", "right") for p in ("hip", "knee", "ankle", "shoulder", "elbow", "wrist")
 )
@@ -255,3 +258,43 @@ def apply_overrides(
             raise BoneMapError(f"override for '{j}': the armature has no bone named '{b}'; pick one of its bones")
         base[j] = b
     return base
+
+
+# --- user presets (saved from the panel's bone-map editor) -------------------------------------------------------
+
+USER_PREFIX = "user_"
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if not slug:
+        raise BoneMapError(f"bone-map name {name!r} has no letters or digits; type a name such as 'my rig'")
+    return slug
+
+
+def save_user_preset(directory: str | Path, name: str, joints: Mapping[str, str | None]) -> Path:
+    """Write a named bone map as a preset JSON in `directory` (created); returns the file. Same name = replaced."""
+    checked = validate_joints(joints, f"bone map '{name}'")
+    missing = missing_required(checked)
+    if missing:
+        raise BoneMapError(f"bone map '{name}' lacks required joints {missing}; {EDITOR_HINT}")
+    path = Path(directory) / f"{_slug(name)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"name": name.strip(), "family": "user", "joints": checked}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_user_presets(directory: str | Path | None) -> dict[str, Preset]:
+    """The user's saved bone maps, keyed 'user_<file stem>' (none if the folder does not exist)."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    return {USER_PREFIX + k: Preset(USER_PREFIX + k, p.name, p.family, p.joints)
+            for k, p in load_presets(directory).items()}  # fmt: skip
+
+
+def all_presets(user_dir: str | Path | None = None) -> dict[str, Preset]:
+    """Built-in presets and the user's saved maps (offered by detection like any preset)."""
+    return load_presets() | load_user_presets(user_dir)
