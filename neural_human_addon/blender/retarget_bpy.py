@@ -13,7 +13,7 @@ import bpy
 import numpy as np
 from bpy_extras import anim_utils
 
-from ..core.bone_maps import Detection, all_presets, detect_bone_map
+from ..core.bone_maps import EDITOR_HINT, Detection, all_presets, detect_bone_map
 from ..core.retarget import (
     Y_TO_Z_UP,
     RetargetError,
@@ -99,10 +99,12 @@ def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str 
     bad = {j: b for j, b in bone_map.items() if b and b not in names}
     if bad:
         raise RetargetError(
-            f"{role} bone map names bones that armature '{obj.name}' does not have: {bad}; fix the bone map"
+            f"{role} bone map names bones that armature '{obj.name}' does not have: {bad}; {EDITOR_HINT}"
         )
     if not bone_map.get("pelvis"):
-        raise RetargetError(f"{role} bone map must map 'pelvis' (the root bone) on armature '{obj.name}'")
+        raise RetargetError(
+            f"{role} bone map must map 'pelvis' (the root bone) on armature '{obj.name}'; {EDITOR_HINT}"
+        )
     return dict(bone_map)
 
 

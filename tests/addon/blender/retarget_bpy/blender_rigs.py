@@ -48,11 +48,11 @@ def bvh_fps(path: Path) -> float:
     raise ValueError(f"{path} has no 'Frame Time:' line")
 
 
-def import_bvh(path: Path = CMU_WALK, scale: float = CMU_UNIT):
+def import_bvh(path: Path = CMU_WALK, scale: float = CMU_UNIT, axis_forward: str = "-Z", axis_up: str = "Y"):
     """Blender's own BVH importer, one BVH frame per scene frame from frame 1; returns the armature object."""
     result = bpy.ops.import_anim.bvh(
         filepath=str(path), global_scale=scale, frame_start=1, use_fps_scale=False, rotate_mode="NATIVE",
-        axis_forward="-Z", axis_up="Y",
+        axis_forward=axis_forward, axis_up=axis_up,
     )  # fmt: skip
     assert result == {"FINISHED"}, result
     obj = bpy.context.view_layer.objects.active
@@ -111,3 +111,24 @@ def bvh_variant(src: Path, out: Path, rename: dict[str, str] | None = None, zero
         body.append(" ".join(vals))
     out.write_text("\n".join(lines) + "\nMOTION\n" + "\n".join(rows[:2] + body) + "\n")
     return out
+
+
+def build_armature(name: str, names: list[str], parents: list[int], heads: np.ndarray, tails: np.ndarray):
+    """An armature object from bone heads and tails (world = armature space), linked to the scene."""
+    data = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        ebones = []
+        for n, h, t in zip(names, heads, tails, strict=True):
+            eb = data.edit_bones.new(n)
+            eb.head, eb.tail = h.tolist(), t.tolist()
+            ebones.append(eb)
+        for i, p in enumerate(parents):
+            if p >= 0:
+                ebones[i].parent = ebones[p]
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    return obj
