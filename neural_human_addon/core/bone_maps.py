@@ -216,10 +216,10 @@ def detect_bone_map(
 
     Presets are scored by the fraction of their named joints found in the rig (exact or normalised, a small bonus for
     exact hits). A preset wins only when it maps every required joint, and, given the hierarchy (`parents`) and rest
-    heads (world (N, 3), `up` = world up), only when its limb bones are those the structure finds: generic names
-    shared by several families (LeftShoulder, LeftHip) cannot make a wrong family win. Otherwise the map comes from the
-    structure (bone_detect.detect_by_structure); with names alone and no fitting preset, the best partial preset is
-    reported with its missing joints."""
+    heads (world (N, 3), `up` = world up), when its names are (90%) exact or its limb bones are those the structure
+    finds: generic names shared by several families (LeftShoulder, LeftHip) cannot make a wrong family win.
+    Otherwise the map comes from the structure (bone_detect.detect_by_structure); with names alone and no fitting
+    preset, the best partial preset is reported with its missing joints (only on its own exact names)."""
     names = list(bone_names)
     presets = load_presets() if presets is None else presets
     scores, ranked = _score_presets(names, presets)
@@ -230,8 +230,11 @@ def detect_bone_map(
             structural, notes, s_conf = validate_joints(m.bone_map, "structure"), m.notes, m.confidence
         except StructureError as e:
             notes = [str(e)]
-    for score, _, p, resolved, _ in ranked:
-        if score >= 0.5 and not missing_required(resolved) and _agrees(resolved, structural):
+    for score, _, p, resolved, exact in ranked:
+        # the structure vetoes only look-alike (normalised) matches: a family's own exact names are trusted (Rigify's
+        # DEF chains, say, where the hierarchy also holds ORG/MCH copies of every limb)
+        trusted = exact >= 0.9 or _agrees(resolved, structural)
+        if score >= 0.5 and not missing_required(resolved) and trusted:
             conf = min(1.0, score) if structural is None else min(1.0, 0.5 * score + 0.5 * max(s_conf, 0.9))
             return Detection(p, resolved, _coverage(resolved), [], scores, "preset", round(conf, 3), notes)
     if structural is not None and not missing_required(structural):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 import pytest
 
@@ -93,3 +94,25 @@ def test_zero_position_channels_are_refused_then_ignored(tmp_path) -> None:
     assert len(removed) == len(CMU_NAMES) - 1 and "Hips" not in removed
     proof = _proof(bake_retarget(src, smpl, FRAMES, root_options=opts))
     assert proof["direction_median_deg"] <= 2.0 and proof["twist_median_deg"] <= 5.0, proof
+
+
+def test_cmu_walk_onto_rigifys_human_metarig() -> None:
+    import addon_utils
+
+    was_enabled = addon_utils.check("rigify")[1]
+    addon_utils.enable("rigify", default_set=True)
+    try:
+        bpy.ops.object.armature_human_metarig_add()  # made by Rigify itself
+        meta = bpy.context.view_layer.objects.active
+        det = detect_armature(meta)
+        assert det.ok and det.preset.key == "rigify_metarig", det.message
+        src = import_bvh()
+        opts = RootOptions(fps=bvh_fps(CMU_WALK), keep_on_ground=True)
+        proof = _proof(report := bake_retarget(src, meta, FRAMES, root_options=opts))
+        print("rigify metarig", proof)
+        assert proof["direction_median_deg"] <= 2.0 and proof["twist_median_deg"] <= 5.0, report["bones"]
+        assert proof["feet_max_m"] <= 0.02 and report["foot_contact"]["contact_frames"] >= 10, report["foot_contact"]
+        assert proof["pelvis_median_deg"] <= 5.0, report["pelvis"]
+    finally:
+        if not was_enabled:
+            addon_utils.disable("rigify", default_set=True)
