@@ -277,3 +277,89 @@ def detect_by_structure(
     confidence = round(found * (0.6 + 0.4 * sym) * (1.0 if how in ("names", "toes") else 0.9), 3)
     notes = [f"sides from {how}", f"left/right chain length agreement {sym:.2f}"]
     return StructureMatch(bone_map, confidence, notes)
+
+
+# --- names alone: side cues and synonyms --------------------------------------------------------------------------
+
+_ROLE_PATTERNS: tuple[tuple[str, str], ...] = (  # (role, regex on the side-less core name), most specific first
+    ("thigh", r"^(up(per)?leg|thigh|legupper|upleg)\d*$"),
+    ("knee", r"^(leg|knee|shin|calf|lo(wer)?leg|leglower)\d*$"),
+    ("ankle", r"^(foot|ankle)\d*$"),
+    ("toe", r"^(toe|toes|toebase|ball)\d*$"),
+    ("collar", r"^(clavicle|collar|collarbone)\d*$"),
+    ("upperarm", r"^(up(per)?arm|arm|armupper)\d*$"),
+    ("elbow", r"^(forearm|lo(wer)?arm|armlower|elbow)\d*$"),
+    ("wrist", r"^(hand|wrist)\d*$"),
+    ("shoulder", r"^shoulder\d*$"),
+    ("hip", r"^hip\d*$"),
+    ("neck", r"^neck\d*$"),
+    ("head", r"^head$"),
+    ("pelvis", r"^(hips|pelvis)$"),
+    ("root", r"^root$"),
+    ("spine", r"^(lowerback|abdomen|spine\d*|chest\d*|upperchest|torso)$"),
+)
+_SPINE_ORDER = ("lowerback", "abdomen", "torso", "spine", "chest", "upperchest")
+
+
+def _number(core: str) -> int:
+    m = re.search(r"(\d+)$", core)
+    return int(m.group(1)) if m else -1
+
+
+def _strip_common_prefix(names: Sequence[str]) -> list[str]:
+    """Drop a prefix all names share (Character1_, Armature|, ...) and namespaces."""
+    bare = [n.rsplit(":", 1)[-1].rsplit("|", 1)[-1] for n in names]
+    k = 0
+    while len(bare) > 1 and all(len(b) > k for b in bare) and len({b[k] for b in bare}) == 1:
+        k += 1
+    cut = max((i + 1 for i, c in enumerate(bare[0][:k]) if c in "_.-: "), default=0) if k else 0
+    return [b[cut:] for b in bare]
+
+
+def _spine_key(core: str) -> tuple[int, int]:
+    base = re.sub(r"\d+$", "", core)
+    return (_SPINE_ORDER.index(base) if base in _SPINE_ORDER else len(_SPINE_ORDER), _number(core))
+
+
+def detect_by_names(names: Sequence[str]) -> StructureMatch:
+    """SMPL joint -> bone name from the names alone: side cues (Left/Right, L/R, _l/_r, .L/.R, l/r prefixes) and
+    synonyms (thigh/upleg/hip, calf/shin/leg/knee, upperarm/arm/shoulder, forearm/lowerarm/elbow,
+    clavicle/collar/shoulder, chest/spine, ...). 'Shoulder' is the upper arm when the rig has a collar bone, else the
+    collar; a sided 'hip' is the thigh when the rig has no thigh word. Confidence is lower than by structure."""
+    from .bone_maps import normalize_bone_name  # bone_maps imports this module
+
+    stripped = _strip_common_prefix(names)
+    roles: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for orig, s in zip(names, stripped, strict=True):
+        side, core = normalize_bone_name(s).split("|", 1)
+        side = side or side_cue(s)
+        for role, pat in _ROLE_PATTERNS:
+            if re.match(pat, core):
+                roles.setdefault((role, side), []).append((core, orig))
+                break
+
+    def pick(role: str, side: str = "") -> str | None:
+        cands = roles.get((role, side), [])
+        return min(cands, key=lambda c: (_number(c[0]), len(c[0])))[1] if cands else None
+
+    out: dict[str, str | None] = dict.fromkeys(SMPL_JOINT_NAMES)
+    out["pelvis"] = pick("pelvis") or pick("root")
+    for side, word in (("l", "left"), ("r", "right")):
+        has_collar = (("collar", side) in roles) or (("upperarm", side) in roles and ("shoulder", side) in roles)
+        out[f"{word}_hip"] = pick("thigh", side) or pick("hip", side)
+        out[f"{word}_knee"] = pick("knee", side)
+        out[f"{word}_ankle"] = pick("ankle", side)
+        out[f"{word}_foot"] = pick("toe", side)
+        shoulder_is_collar = ("upperarm", side) in roles
+        out[f"{word}_collar"] = pick("collar", side) or (pick("shoulder", side) if shoulder_is_collar else None)
+        upper = pick("upperarm", side)
+        out[f"{word}_shoulder"] = upper or (pick("shoulder", side) if has_collar else None)
+        out[f"{word}_elbow"] = pick("elbow", side)
+        out[f"{word}_wrist"] = pick("wrist", side)
+    spine = sorted(roles.get(("spine", ""), []), key=lambda c: _spine_key(c[0]))
+    if spine:
+        out["spine1"], out["spine3"] = spine[0][1], (spine[-1][1] if len(spine) > 1 else None)
+        out["spine2"] = spine[len(spine) // 2][1] if len(spine) > 2 else None
+    out["neck"], out["head"] = pick("neck"), pick("head")
+    found = sum(1 for j in REQUIRED_JOINTS if out[j]) / len(REQUIRED_JOINTS)
+    return StructureMatch(out, round(0.8 * found, 3), ["bones matched by name words and side cues only"])

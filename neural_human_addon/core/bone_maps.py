@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bone_detect import StructureError, detect_by_structure
+from .bone_detect import StructureError, detect_by_names, detect_by_structure
 from .errors import UserError
 from .smpl_skeleton import REQUIRED_JOINTS, SMPL_JOINT_NAMES
 
@@ -63,6 +63,8 @@ class Detection:
     def label(self) -> str:
         if self.method == "structure":
             return "hierarchy and rest pose (no preset)"
+        if self.method == "names":
+            return "bone-name words and side cues (no preset)"
         return self.preset.name if self.preset is not None else "nothing"
 
     def chosen(self) -> str:
@@ -218,8 +220,9 @@ def detect_bone_map(
     exact hits). A preset wins only when it maps every required joint, and, given the hierarchy (`parents`) and rest
     heads (world (N, 3), `up` = world up), when its names are (90%) exact or its limb bones are those the structure
     finds: generic names shared by several families (LeftShoulder, LeftHip) cannot make a wrong family win.
-    Otherwise the map comes from the structure (bone_detect.detect_by_structure); with names alone and no fitting
-    preset, the best partial preset is reported with its missing joints (only on its own exact names)."""
+    Otherwise the map comes from the structure (bone_detect.detect_by_structure), else from name words and side
+    cues (bone_detect.detect_by_names); failing all, the best partial preset is reported with its missing joints
+    (only on its own exact names)."""
     names = list(bone_names)
     presets = load_presets() if presets is None else presets
     scores, ranked = _score_presets(names, presets)
@@ -239,6 +242,10 @@ def detect_bone_map(
             return Detection(p, resolved, _coverage(resolved), [], scores, "preset", round(conf, 3), notes)
     if structural is not None and not missing_required(structural):
         return Detection(None, structural, _coverage(structural), [], scores, "structure", s_conf, notes)
+    by_names = detect_by_names(names)
+    if not missing_required(by_names.bone_map):
+        bm = validate_joints(by_names.bone_map, "names")
+        return Detection(None, bm, _coverage(bm), [], scores, "names", by_names.confidence, notes + by_names.notes)
     if ranked and ranked[0][0] >= 0.25 and ranked[0][4] >= 0.5 and structural is None:
         # a partial family match only on its own exact names: generic look-alikes (LeftHip) do not make a family
         score, _, p, resolved, _ = ranked[0]

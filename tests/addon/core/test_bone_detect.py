@@ -31,9 +31,10 @@ def _expected(preset: str, rename: dict[str, str]) -> dict[str, str | None]:
 def test_cgspeed_naming_is_not_taken_for_smpl() -> None:
     names, parents, rest, _, _ = _cmu()
     cg = [CGSPEED.get(n, n) for n in names]
-    by_names = detect_bone_map(cg)
-    assert by_names.preset is None or by_names.preset.family != "smpl", by_names.scores
-    assert not by_names.ok and "Bone Map" in by_names.message  # names the UI control that fixes it
+    by_names = detect_bone_map(cg)  # names only: synonyms and side cues, not SMPL's look-alike names
+    assert by_names.preset is None and by_names.method == "names" and by_names.ok, by_names.scores
+    expected = _expected("cmu_bvh", CGSPEED)
+    assert by_names.bone_map == {**expected, "left_hand": None, "right_hand": None}
     det = detect_bone_map(cg, parents=parents, heads=rest[:, :3, 3])
     assert det.ok and det.method == "structure" and det.confidence > 0.9, det.message
     assert det.bone_map == _expected("cmu_bvh", CGSPEED)  # LeftShoulder is the upper arm here, not the collar
@@ -68,4 +69,20 @@ def test_structure_failure_is_explained() -> None:
     heads = np.stack([np.zeros(12), np.zeros(12), np.linspace(0, 1.7, 12)], axis=1)
     det = detect_bone_map(names, parents=parents, heads=heads)
     assert not det.ok and det.method == "none" and "by hand" in det.message
+    assert "Retarget > Bone Map" in det.message  # names the UI control that fixes it
     assert set(det.missing_required) <= set(SMPL_JOINT_NAMES)
+
+
+def test_unknown_prefix_and_synonyms_map_by_names() -> None:
+    names, _, _, _, _ = _cmu()
+    hik = ["Character1_" + n for n in names]  # HumanIK-style prefix: no preset holds it
+    det = detect_bone_map(hik)
+    assert det.ok and det.method == "names" and 0.5 < det.confidence < 0.9, det.message
+    want = {j: (f"Character1_{b}" if b else None) for j, b in _expected("cmu_bvh", {}).items()}
+    assert det.bone_map == {**want, "left_hand": None, "right_hand": None}
+    ue = ["root", "pelvis", "spine_01", "spine_02", "spine_03", "neck_01", "head", "clavicle_l", "upperarm_l",
+          "lowerarm_l", "hand_l", "clavicle_r", "upperarm_r", "lowerarm_r", "hand_r", "thigh_l", "calf_l", "foot_l",
+          "ball_l", "thigh_r", "calf_r", "foot_r", "ball_r"]  # fmt: skip
+    det = detect_bone_map(ue)
+    assert det.ok and det.bone_map["pelvis"] == "pelvis" and det.bone_map["left_knee"] == "calf_l", det.message
+    assert det.bone_map["right_shoulder"] == "upperarm_r" and det.bone_map["spine3"] == "spine_03"
