@@ -8,7 +8,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from ..core.motion_files import SmplMotion, read_motion, resample
+from ..core.motion_files import SmplMotion, change_up, read_motion, resample
 from ..core.retarget import RootOptions
 from ..core.smpl_skeleton import GENERIC_REST_JOINTS
 from .actor_scene import apply_actor_motion, is_actor_root, root_body
@@ -36,10 +36,11 @@ def apply_motion_file(target: Any, path: str | Path, frame_start: int | None = N
     raw = read_motion(path)
     motion = resample(raw, scene_fps(scene))
     if is_actor_root(target):
-        _, _, rest, _ = root_body(target)
+        _, up, rest, _ = root_body(target)
         poses, rh, th = motion.easymocap(rest)
+        rh, th = change_up(rh, th, motion.up_axis, up)  # into the actor's own frame
         report = apply_actor_motion(target, {"poses": poses, "Rh": rh, "Th": th, "fps": motion.fps}, rest,
-                                    frame_start=start, up_axis=motion.up_axis)  # fmt: skip
+                                    frame_start=start)  # fmt: skip
     elif getattr(target, "type", None) == "ARMATURE":
         rest = np.asarray(GENERIC_REST_JOINTS, dtype=np.float64)
         poses, rh, th = motion.easymocap(rest)

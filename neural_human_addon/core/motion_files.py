@@ -185,3 +185,17 @@ def resample(motion: SmplMotion, fps: float) -> SmplMotion:
     qi /= np.linalg.norm(qi, axis=-1, keepdims=True)
     poses = matrix_to_axis_angle(quaternion_to_matrix(qi)).reshape(len(t), 72)
     return replace(motion, poses=poses, trans=trans, fps=fps)
+
+
+def change_up(rh: np.ndarray, th: np.ndarray, from_up: str, to_up: str) -> tuple[np.ndarray, np.ndarray]:
+    """EasyMocap Rh, Th (rotation about the origin) re-expressed in a frame with another up axis ('y' or 'z'):
+    a Z-up frame is the Y-up frame turned +90° about X (world_z = C·actor_y)."""
+    f, t = from_up.lower(), to_up.lower()
+    if {f, t} - {"y", "z"}:
+        raise MotionFileError(f"up axes must be 'y' or 'z', got {from_up!r} and {to_up!r}")
+    if f == t:
+        return np.array(rh, dtype=np.float64), np.array(th, dtype=np.float64)
+    c = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # y-up -> z-up
+    m = c.T if f == "z" else c
+    rot = m @ axis_angle_to_matrix(np.asarray(rh, dtype=np.float64))
+    return matrix_to_axis_angle(rot), np.asarray(th, dtype=np.float64) @ m.T
