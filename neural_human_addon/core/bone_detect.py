@@ -26,6 +26,44 @@ KNEE_WORDS = ("knee", "shin", "calf", "lowerleg", "leg")
 ELBOW_WORDS = ("elbow", "forearm", "lowerarm")
 
 
+_PREFIXES = re.compile(
+    r"^(def|org|mch|bip\d*|bip|mixamorig\d*|[mf]_avg|armature|skeleton|rig)(?=[\s._\-:]|$)[\s._\-:]*"
+)
+_SIDE_PATTERNS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"(left|right)"), 0),  # anywhere: LeftUpLeg, left_hip, UpperArm_Left
+    (re.compile(r"[\s._\-]([lr])$"), 1),  # thigh.L, UpLeg_L, hand-l
+    (re.compile(r"^([lr])[\s._\-]"), 1),  # L_Thigh, l.hand
+    (re.compile(r"[\s._\-]([lr])[\s._\-]"), 1),  # Bip01 L Thigh, m_avg_L_Hip
+)
+
+
+def normalize_bone_name(name: str) -> str:
+    """Canonical key for fuzzy matching, 'side|core': 'mixamorig:LeftUpLeg' -> 'l|upleg', 'DEF-thigh.L' -> 'l|thigh'.
+
+    Lower-cases, drops namespaces ('ns:'), rig prefixes (DEF-, ORG-, Bip01, mixamorig), the side token
+    (Left/Right, .L/_R, L_, 'L' between separators, a leading 'L'/'R' before a capital as in 'LHipJoint'/'rThigh')
+    and separators.
+    """
+    s = name.rsplit(":", 1)[-1].strip()
+    side = ""
+    m = re.match(r"^([LRlr])(?=[A-Z])", s)  # camel-case side prefix: LHipJoint, lShldr
+    low = s.lower()
+    for _ in range(3):
+        low = _PREFIXES.sub("", low)
+    for pat, grp in _SIDE_PATTERNS:
+        hit = pat.search(low)
+        if hit:
+            side = hit.group(grp)[0]
+            low = low[: hit.start(grp)] + low[hit.end(grp) :]
+            break
+    else:
+        if m and len(s) > 1:
+            side = m.group(1).lower()
+            low = low[1:]
+    core = re.sub(r"[\s._\-:]+", "", low)
+    return f"{side}|{core}"
+
+
 class StructureError(ValueError):
     """The hierarchy does not look like a humanoid; the message says which part was not found."""
 
@@ -326,8 +364,6 @@ def detect_by_names(names: Sequence[str]) -> StructureMatch:
     synonyms (thigh/upleg/hip, calf/shin/leg/knee, upperarm/arm/shoulder, forearm/lowerarm/elbow,
     clavicle/collar/shoulder, chest/spine, ...). 'Shoulder' is the upper arm when the rig has a collar bone, else the
     collar; a sided 'hip' is the thigh when the rig has no thigh word. Confidence is lower than by structure."""
-    from .bone_maps import normalize_bone_name  # bone_maps imports this module
-
     stripped = _strip_common_prefix(names)
     roles: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for orig, s in zip(names, stripped, strict=True):

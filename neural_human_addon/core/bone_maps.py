@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bone_detect import StructureError, detect_by_names, detect_by_structure
+from .bone_detect import StructureError, detect_by_names, detect_by_structure, normalize_bone_name
 from .errors import UserError
 from .smpl_skeleton import REQUIRED_JOINTS, SMPL_JOINT_NAMES
 
@@ -118,44 +118,6 @@ def load_preset(path: str | Path) -> Preset:
 def load_presets(directory: str | Path = PRESET_DIR) -> dict[str, Preset]:
     """All presets in `directory`, keyed by file stem, sorted by key."""
     return {p.stem: load_preset(p) for p in sorted(Path(directory).glob("*.json"))}
-
-
-_PREFIXES = re.compile(
-    r"^(def|org|mch|bip\d*|bip|mixamorig\d*|[mf]_avg|armature|skeleton|rig)(?=[\s._\-:]|$)[\s._\-:]*"
-)
-_SIDE_PATTERNS: tuple[tuple[re.Pattern[str], int], ...] = (
-    (re.compile(r"(left|right)"), 0),  # anywhere: LeftUpLeg, left_hip, UpperArm_Left
-    (re.compile(r"[\s._\-]([lr])$"), 1),  # thigh.L, UpLeg_L, hand-l
-    (re.compile(r"^([lr])[\s._\-]"), 1),  # L_Thigh, l.hand
-    (re.compile(r"[\s._\-]([lr])[\s._\-]"), 1),  # Bip01 L Thigh, m_avg_L_Hip
-)
-
-
-def normalize_bone_name(name: str) -> str:
-    """Canonical key for fuzzy matching, 'side|core': 'mixamorig:LeftUpLeg' -> 'l|upleg', 'DEF-thigh.L' -> 'l|thigh'.
-
-    Lower-cases, drops namespaces ('ns:'), rig prefixes (DEF-, ORG-, Bip01, mixamorig), the side token
-    (Left/Right, .L/_R, L_, 'L' between separators, a leading 'L'/'R' before a capital as in 'LHipJoint'/'rThigh')
-    and separators.
-    """
-    s = name.rsplit(":", 1)[-1].strip()
-    side = ""
-    m = re.match(r"^([LRlr])(?=[A-Z])", s)  # camel-case side prefix: LHipJoint, lShldr
-    low = s.lower()
-    for _ in range(3):
-        low = _PREFIXES.sub("", low)
-    for pat, grp in _SIDE_PATTERNS:
-        hit = pat.search(low)
-        if hit:
-            side = hit.group(grp)[0]
-            low = low[: hit.start(grp)] + low[hit.end(grp) :]
-            break
-    else:
-        if m and len(s) > 1:
-            side = m.group(1).lower()
-            low = low[1:]
-    core = re.sub(r"[\s._\-:]+", "", low)
-    return f"{side}|{core}"
 
 
 def resolve_map(joints: BoneMap, bone_names: Iterable[str]) -> tuple[BoneMap, int]:
