@@ -24,7 +24,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ..core.actor_space import ActorSpaceError, camera_in_actor_space, check_up_axis, root_rigid_matrix
-from ..core.bone_maps import detect_bone_map, load_presets, missing_required, resolve_map
+from ..core.bone_maps import EDITOR_HINT, load_presets, missing_required, resolve_map
 from ..core.camera import CameraError
 from ..core.errors import UserError
 from ..core.retarget import (
@@ -40,7 +40,14 @@ from ..core.retarget import (
 )
 from ..core.smpl_skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from ..core.wire import MotionError, motion_arrays
-from .retarget_bpy import build_smpl_armature, fresh_action, key_result, resolve_bone_map, smpl_posed_world
+from .retarget_bpy import (
+    build_smpl_armature,
+    detect_armature,
+    fresh_action,
+    key_result,
+    resolve_bone_map,
+    smpl_posed_world,
+)
 from .scene_camera import scene_pinhole_camera
 
 __all__ = [
@@ -148,7 +155,7 @@ def _preset_map(armature: Any, key: str) -> dict[str, str | None]:
     if missing:
         wanted = ", ".join(f"{j} (expected '{presets[key].joints.get(j)}')" for j in missing)
         raise RetargetError(f"actor armature '{armature.name}' lacks bones the '{presets[key].name}' bone map "
-                            f"requires: {wanted}. Assign them in the bone map overrides")
+                            f"requires: {wanted}; {EDITOR_HINT}")
     return bone_map
 
 
@@ -163,7 +170,8 @@ def bind_armature(root: Any, armature: Any, bone_map: str | Mapping[str, str | N
                               "it is not an armature; select an armature object")
     if bone_map is None:
         resolved = resolve_bone_map(armature, None, "actor")  # RetargetError names missing required bones
-        key = detect_bone_map([b.name for b in armature.data.bones]).preset.key
+        det = detect_armature(armature)
+        key = det.preset.key if det.method == "preset" and det.preset is not None else CUSTOM_MAP
     elif isinstance(bone_map, str):
         key, resolved = bone_map, _preset_map(armature, bone_map)
     else:

@@ -20,6 +20,7 @@ from ..core.job_runner import JobRunner
 from ..core.server_client import ServerError
 from . import actor_scene, job_session
 from .actor_scene import ROLE_KEY, ROOT_ROLE, remember_skeleton, root_body
+from .bone_map_editor import edited_map_for
 from .job_results import MeshResults, RenderResults
 from .preferences import addon_preferences, make_client
 
@@ -250,7 +251,8 @@ class NEURALHUMAN_OT_bind_armature(bpy.types.Operator):
     def execute(self, context):
         try:
             root = actor_root(context)
-            actor_scene.bind_armature(root, context.active_object)
+            edited = edited_map_for(context.scene.neural_human, context.active_object)  # the panel's Bone Map
+            actor_scene.bind_armature(root, context.active_object, edited)
         except UserError as err:
             return _fail(self, context, err)
         self.report({"INFO"}, f"'{context.active_object.name}' now drives '{root.name}'")

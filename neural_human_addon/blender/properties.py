@@ -10,6 +10,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import (
     BoolProperty,
+    CollectionProperty,
     EnumProperty,
     FloatProperty,
     IntProperty,
@@ -30,6 +31,15 @@ def _is_actor_root(_self, obj: bpy.types.Object) -> bool:
     return is_actor_root(obj)
 
 
+class NeuralHumanBoneSlot(bpy.types.PropertyGroup):
+    """One row of the bone-map editor: an SMPL joint and the rig bone it maps to."""
+
+    joint: StringProperty(name="Joint")
+    bone: StringProperty(name="Bone", description="The rig bone for this SMPL joint (empty: not mapped)")
+    detected: StringProperty(name="Detected", description="What detection chose")
+    required: BoolProperty(name="Required", default=False)
+
+
 class NeuralHumanSceneSettings(bpy.types.PropertyGroup):
     actor: EnumProperty(name="Actor", description="Actor on the server", items=_actor_items)
     actor_root: PointerProperty(
@@ -45,6 +55,10 @@ class NeuralHumanSceneSettings(bpy.types.PropertyGroup):
     use_scene_range: BoolProperty(name="Scene Range", default=True, description="Use the scene's frame range")
     frame_start: IntProperty(name="Start", default=1)
     frame_end: IntProperty(name="End", default=24)
+    bone_slots: CollectionProperty(type=NeuralHumanBoneSlot, name="Bone Map")
+    bone_map_armature: StringProperty(name="Mapped Armature", description="The armature the bone map is for")
+    bone_map_name: StringProperty(name="Map Name", default="my rig", description="Name to save the bone map under")
+    bone_map_status: StringProperty(name="Detection", default="")
     composite: BoolProperty(
         name="Composite", default=True,
         description="After an animation, set up the compositor to put the actor over the scene's render "
@@ -62,7 +76,7 @@ class NeuralHumanStatus(bpy.types.PropertyGroup):
     last_error: StringProperty(default="")
 
 
-CLASSES = (NeuralHumanSceneSettings, NeuralHumanStatus)
+CLASSES = (NeuralHumanBoneSlot, NeuralHumanSceneSettings, NeuralHumanStatus)
 
 
 def register() -> None:

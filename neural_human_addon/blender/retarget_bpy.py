@@ -7,11 +7,13 @@ works with both the 4.2 Action.fcurves API and 5.0's layered (slotted) actions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import bpy
 import numpy as np
+from bpy_extras import anim_utils
 
-from ..core.bone_maps import detect_bone_map
+from ..core.bone_maps import EDITOR_HINT, Detection, all_presets, detect_bone_map
 from ..core.retarget import (
     Y_TO_Z_UP,
     RetargetError,
@@ -70,21 +72,39 @@ def posed_world_matrices(obj, frames: Iterable[int], scene=None, names: Sequence
     return out
 
 
+USER_BONE_MAPS = "neural_human/bone_maps"  # under Blender's user config folder
+
+
+def user_bone_map_dir(create: bool = False) -> Path:
+    """Where saved bone maps live: <Blender user config>/neural_human/bone_maps."""
+    return Path(bpy.utils.user_resource("CONFIG", path=USER_BONE_MAPS, create=create))
+
+
+def detect_armature(obj) -> Detection:
+    """Detection from the armature's bone names, hierarchy and rest heads: built-in and the user's saved presets
+    first (when they fit), else the structure."""
+    skel, names = skeleton_from_armature(obj)
+    presets = all_presets(user_bone_map_dir())
+    return detect_bone_map(names, presets, parents=skel.parents, heads=skel.rest_heads)
+
+
 def resolve_bone_map(obj, bone_map: BoneMap | None, role: str) -> dict[str, str | None]:
     """The given map (checked against the armature's bones) or the auto-detected one; clear error when unusable."""
     names = {b.name for b in obj.data.bones}
     if bone_map is None:
-        det = detect_bone_map(names)
+        det = detect_armature(obj)
         if not det.ok:
             raise RetargetError(f"{role} armature '{obj.name}': {det.message}")
         return dict(det.bone_map)
     bad = {j: b for j, b in bone_map.items() if b and b not in names}
     if bad:
         raise RetargetError(
-            f"{role} bone map names bones that armature '{obj.name}' does not have: {bad}; fix the bone map"
+            f"{role} bone map names bones that armature '{obj.name}' does not have: {bad}; {EDITOR_HINT}"
         )
     if not bone_map.get("pelvis"):
-        raise RetargetError(f"{role} bone map must map 'pelvis' (the root bone) on armature '{obj.name}'")
+        raise RetargetError(
+            f"{role} bone map must map 'pelvis' (the root bone) on armature '{obj.name}'; {EDITOR_HINT}"
+        )
     return dict(bone_map)
 
 
@@ -150,7 +170,8 @@ def bake_retarget(
     action = f"{target_obj.name}_from_{source_obj.name}"
     fresh_action(target_obj, action)
     key_result(target_obj, result, frames, tgt_names)
-    report = quality_report(src, posed, smap, tgt, tmap, result, opts)
+    evaluated = posed_world_matrices(target_obj, frames, scene, tgt_names)  # what Blender makes of the keys
+    report = quality_report(src, posed, smap, tgt, tmap, result, opts, target_posed=evaluated)
     report.update(
         scale=result.scale,
         frames=(start, end),
@@ -304,3 +325,39 @@ def build_smpl_armature(
     if previous is not None:
         view_layer.objects.active = previous
     return obj
+
+
+def _fcurves(obj) -> list:
+    """The F-curves animating obj (5.0's slotted actions and 4.2's Action.fcurves alike)."""
+    ad = obj.animation_data
+    action = ad.action if ad is not None else None
+    if action is None:
+        return []
+    if getattr(action, "is_action_layered", False) or not hasattr(action, "fcurves"):
+        bag = anim_utils.action_get_channelbag_for_slot(action, ad.action_slot)
+        return [] if bag is None else list(bag.fcurves)
+    return list(action.fcurves)
+
+
+def ignore_nonroot_positions(obj) -> list[str]:
+    """Drop the location animation of every bone but the roots (BVH files that write 0 in non-root position
+    channels mean 'at rest'; Blender's importer takes them as offsets and the bones collapse onto their parents).
+    Returns the names of the bones whose location keys were removed."""
+    _require_armature(obj, "source")
+    roots = {b.name for b in obj.data.bones if b.parent is None}
+    ad = obj.animation_data
+    bag = None
+    if ad is not None and ad.action is not None and not hasattr(ad.action, "fcurves"):
+        bag = anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
+    removed = []
+    for fc in _fcurves(obj):
+        path = fc.data_path
+        if path.startswith('pose.bones["') and path.endswith('"].location'):
+            bone = path[len('pose.bones["') : -len('"].location')]
+            if bone not in roots:
+                removed.append(bone)
+                (bag.fcurves if bag is not None else ad.action.fcurves).remove(fc)
+    for pb in obj.pose.bones:
+        if pb.name not in roots:
+            pb.location = (0.0, 0.0, 0.0)
+    return sorted(set(removed))

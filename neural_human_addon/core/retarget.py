@@ -125,6 +125,9 @@ class RetargetResult:
     joint_pairs: dict[str, tuple[int, int]] = field(default_factory=dict)  # smpl joint -> (source, target) index
     # smpl joint -> (source joint, target joint) whose heads give its direction
     direction_children: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # smpl joint -> A, the rest offset turning the target's rest frame onto the source's (see the module doc)
+    rest_offsets: dict[str, np.ndarray] = field(default_factory=dict)
+    pelvis_children: tuple[str, str] | None = None  # the pelvis's direction children when the hips frame turned it
 
 
 def leg_length(heads: np.ndarray, idx: Mapping[str, int]) -> float | None:
@@ -229,19 +232,26 @@ def _inherited_offset(j: str, offsets: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.eye(3)
 
 
-def _feet(skel_idx: Mapping[str, int]) -> list[int]:
-    return [skel_idx[j] for j in _FOOT_JOINTS if j in skel_idx]
+def _feet(skel_idx: Mapping[str, int], other: Mapping[str, int] | None = None) -> list[int]:
+    """Indices of the mapped foot joints (ankles, toes); with `other`, only those the other rig maps too, so that
+    both sides compare the same joints (a source without toes is matched on the ankles)."""
+    return [skel_idx[j] for j in _FOOT_JOINTS if j in skel_idx and (other is None or j in other)]
 
 
 def source_ground_targets(
-    source_posed: np.ndarray, src_idx: Mapping[str, int], scale: float, root: RootOptions, up: np.ndarray = Z_UP
+    source_posed: np.ndarray,
+    src_idx: Mapping[str, int],
+    scale: float,
+    root: RootOptions,
+    up: np.ndarray = Z_UP,
+    tgt_idx: Mapping[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(contact (F,) bool, wanted lowest target foot height (F,)): contacts detected on the source's mapped foot
     joints (thresholds in target units, divided by the scale); wanted height = floor + scale · the source's lowest
     foot height above the floor (or floor + foot_clearance), never below the floor."""
-    s_feet = _feet(src_idx)
+    s_feet = _feet(src_idx, tgt_idx)
     if not s_feet:
-        raise RetargetError("keep_on_ground needs the ankles or feet mapped on the source rig; map them")
+        raise RetargetError("keep_on_ground needs the ankles or feet mapped on both rigs; map them")
     pos = np.asarray(source_posed)[:, s_feet][..., :3, 3]
     h = pos @ up
     contact = foot_contacts(h, root.fps, root.contact_speed / scale, root.contact_height / scale, pos).any(axis=1)
@@ -263,16 +273,131 @@ def ground_shift(
 ) -> np.ndarray:
     """Vertical root shift (F,) for keep_on_ground: exact on the source's contact frames, interpolated in between
     (no pops), then raised wherever a target foot joint would still be below the floor."""
-    t_feet = _feet(tgt_idx)
+    t_feet = _feet(tgt_idx, src_idx)
     if not t_feet:
-        raise RetargetError("keep_on_ground needs the ankles or feet mapped on the target rig; map them")
-    contact, want = source_ground_targets(source_posed, src_idx, scale, root, up)
+        raise RetargetError("keep_on_ground needs the ankles or feet mapped on both rigs; map them")
+    contact, want = source_ground_targets(source_posed, src_idx, scale, root, up, tgt_idx)
     got = (target_posed[:, t_feet][..., :3, 3] @ up).min(axis=1)
+    lowest = (target_posed[:, _feet(tgt_idx)][..., :3, 3] @ up).min(axis=1)  # every target foot joint
     frames = np.flatnonzero(contact)
     shift = np.zeros(len(got))
     if len(frames):
         shift = np.interp(np.arange(len(got)), frames, (want - got)[frames])
-    return np.maximum(shift, root.floor_height - got)
+    return np.maximum(shift, root.floor_height - lowest)
+
+
+def hips_frame(heads: np.ndarray, idx: Mapping[str, int], child: str) -> np.ndarray:
+    """Pelvis frame(s) (..., 3, 3) from joint heads (..., N, 3): Y = pelvis -> `child` (the spine), X = right hip ->
+    left hip made perpendicular to Y, Z = X × Y. Independent of where the root bone points."""
+    y = heads[..., idx[child], :] - heads[..., idx["pelvis"], :]
+    y = y / np.maximum(np.linalg.norm(y, axis=-1, keepdims=True), 1e-12)
+    x = heads[..., idx["left_hip"], :] - heads[..., idx["right_hip"], :]
+    x = x - np.sum(x * y, axis=-1, keepdims=True) * y
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)
+
+
+def _hip_frames(
+    j: str,
+    cc: tuple[str, str] | None,
+    source: Skeleton,
+    source_posed: np.ndarray,
+    src_idx: Mapping[str, int],
+    target: Skeleton,
+    tgt_idx: Mapping[str, int],
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(offset A (3,3), source motion D (F,3,3), whether both spine axes are the pelvis's direction child) for the
+    pelvis from hips frames; None for other joints or when the hips are not mapped on both rigs.
+
+    D: the change since rest of the source's frame on the hips and the pelvis's direction child (which move with
+    the pelvis). A: turns the target's rest frame on the hips and its spine direction onto the source's; on a rig
+    whose pelvis child lies more than 30° off the line to the highest spine joint both rigs map (MakeHuman's
+    root -> spine05 points forward), that line is the spine direction instead, so the root bone cannot tilt the
+    pelvis."""
+    if j != "pelvis" or cc is None or not all(h in m for h in ("left_hip", "right_hip") for m in (src_idx, tgt_idx)):
+        return None
+    up = next(c for c in ("neck", "spine3", "spine2", "spine1", cc[0]) if c in src_idx and c in tgt_idx)
+
+    def axis(sk: Skeleton, idx: Mapping[str, int], child: str) -> str:
+        d = sk.rest_heads[idx[child]] - sk.rest_heads[idx["pelvis"]]
+        spine = sk.rest_heads[idx[up]] - sk.rest_heads[idx["pelvis"]]
+        cos = float(d @ spine) / max(float(np.linalg.norm(d) * np.linalg.norm(spine)), 1e-12)
+        return child if cos > np.cos(np.radians(30.0)) else up
+
+    a_s, a_t = axis(source, src_idx, cc[0]), axis(target, tgt_idx, cc[1])
+    offset = hips_frame(source.rest_heads, src_idx, a_s) @ hips_frame(target.rest_heads, tgt_idx, a_t).T
+    moved = hips_frame(source_posed[..., :3, 3], src_idx, cc[0]) @ hips_frame(source.rest_heads, src_idx, cc[0]).T
+    return offset, moved, (a_s, a_t) == cc
+
+
+def check_collapsed(
+    source: Skeleton,
+    source_posed: np.ndarray,
+    src_idx: Mapping[str, int],
+    target: Skeleton,
+    tgt_idx: Mapping[str, int],
+    ratio: float = 0.05,
+) -> None:
+    """Refuse a source pose whose mapped bones collapse (posed length under `ratio` × the rest length): the BVH
+    importer takes 0 in non-root position channels as absolute offsets, and directions become noise."""
+    bad = []
+    for j in src_idx:
+        cc = _direction_children(j, source, src_idx, target, tgt_idx) if j in tgt_idx else None
+        if cc is None:
+            continue
+        s, c = src_idx[j], src_idx[cc[0]]
+        rest = float(np.linalg.norm(source.rest_heads[c] - source.rest_heads[s]))
+        posed = np.linalg.norm(source_posed[:, c, :3, 3] - source_posed[:, s, :3, 3], axis=-1)
+        if rest > 0 and posed.min() < ratio * rest:
+            k = int(posed.argmin())
+            where = f"{posed[k]:.3f} m at frame {k}, {rest:.3f} m at rest"
+            bad.append(f"'{source.names[s]}'->'{source.names[c]}' ({where})")
+    if bad:
+        raise RetargetError(
+            f"the source pose collapses bones onto their parents: {', '.join(bad[:6])}"
+            f"{' ...' if len(bad) > 6 else ''}. BVH files that write 0 in non-root position channels (meaning "
+            "'at rest') import as absolute offsets: click Neural Human > Retarget > 'Ignore Non-root Positions' with "
+            "the source armature selected (keeps the root's translation only), then retarget again"
+        )
+
+
+def _world_rotations(
+    source: Skeleton,
+    source_posed: np.ndarray,
+    src_idx: Mapping[str, int],
+    target: Skeleton,
+    tgt_idx: Mapping[str, int],
+    pairs: Mapping[str, tuple[int, int]],
+) -> tuple[dict[int, np.ndarray], dict[str, tuple[str, str]], dict[str, np.ndarray], tuple[str, str] | None]:
+    """Posed world rotations (F,3,3) of the mapped target bones: D·A·B_target (see the module doc); also the
+    direction children, the rest offsets A and the pelvis's direction children."""
+    src_rest_rot = orthonormalize(source.rest_world[:, :3, :3])
+    world_lin: dict[int, np.ndarray] = {}
+    pelvis_cc = None
+    children: dict[str, tuple[str, str]] = {}
+    offsets: dict[str, np.ndarray] = {}
+    for j, (s, t) in pairs.items():  # SMPL order: parents before children
+        delta = orthonormalize(source_posed[:, s, :3, :3]) @ src_rest_rot[s].T  # (F,3,3) world change since rest
+        offset = _inherited_offset(j, offsets)
+        cc = _direction_children(j, source, src_idx, target, tgt_idx)
+        hips = _hip_frames(j, cc, source, source_posed, src_idx, target, tgt_idx)
+        if hips is not None:  # pelvis: from the hips and the spine, whatever the root bone points at
+            offset, delta, on_line = hips
+            pelvis_cc = cc
+            if on_line:  # else the pelvis->child line is no anatomical direction: the report's "pelvis" judges it
+                children[j] = cc
+        elif cc is not None:
+            children[j] = cc
+            d_src = source.rest_heads[src_idx[cc[0]]] - source.rest_heads[s]
+            d_tgt = target.rest_heads[tgt_idx[cc[1]]] - target.rest_heads[t]
+            offset = rotation_between(d_tgt, d_src)
+            # Unmapped source bones between j and c (CMU's Neck1, LHipJoint) also turn the j->c direction: swing the
+            # delta onto the posed direction, keeping its twist.
+            d_posed = source_posed[:, src_idx[cc[0]], :3, 3] - source_posed[:, s, :3, 3]
+            delta = rotation_between((delta @ d_src[:, None])[..., 0], d_posed) @ delta
+        offsets[j] = offset
+        world_lin[t] = delta @ offset @ target.rest_world[t, :3, :3]
+    return world_lin, children, offsets, pelvis_cc
 
 
 def retarget(
@@ -301,25 +426,8 @@ def retarget(
     if "pelvis" not in pairs:
         raise RetargetError("both bone maps must map 'pelvis' (the root bone); set it in the bone map")
 
-    src_rest_rot = orthonormalize(source.rest_world[:, :3, :3])
-    world_lin: dict[int, np.ndarray] = {}
-    children: dict[str, tuple[str, str]] = {}
-    offsets: dict[str, np.ndarray] = {}
-    for j, (s, t) in pairs.items():  # SMPL order: parents before children
-        delta = orthonormalize(source_posed[:, s, :3, :3]) @ src_rest_rot[s].T  # (F,3,3) world change since rest
-        offset = _inherited_offset(j, offsets)
-        cc = _direction_children(j, source, src_idx, target, tgt_idx)
-        if cc is not None:
-            children[j] = cc
-            d_src = source.rest_heads[src_idx[cc[0]]] - source.rest_heads[s]
-            d_tgt = target.rest_heads[tgt_idx[cc[1]]] - target.rest_heads[t]
-            offset = rotation_between(d_tgt, d_src)
-            # Unmapped source bones between j and c (CMU's Neck1, LHipJoint) also turn the j->c direction: swing the
-            # delta onto the posed direction, keeping its twist.
-            d_posed = source_posed[:, src_idx[cc[0]], :3, 3] - source_posed[:, s, :3, 3]
-            delta = rotation_between((delta @ d_src[:, None])[..., 0], d_posed) @ delta
-        offsets[j] = offset
-        world_lin[t] = delta @ offset @ target.rest_world[t, :3, :3]
+    check_collapsed(source, source_posed, src_idx, target, tgt_idx)
+    world_lin, children, offsets, pelvis_cc = _world_rotations(source, source_posed, src_idx, target, tgt_idx, pairs)
 
     scale = root.scale if root.scale is not None else root_scale(source, src_idx, target, tgt_idx, up)
     s_pel, t_pel = pairs["pelvis"]
@@ -334,7 +442,10 @@ def retarget(
         root_head = root_head + lift[:, None] * up
         posed, local, loc = _forward(target, world_lin, t_pel, root_head, n_frames)
 
-    return RetargetResult(posed, local, matrix_to_quaternion(local), t_pel, loc, float(scale), target, pairs, children)
+    res = RetargetResult(posed, local, matrix_to_quaternion(local), t_pel, loc, float(scale), target, pairs, children)
+    res.rest_offsets = offsets
+    res.pelvis_children = pelvis_cc
+    return res
 
 
 # --- SMPL as a target --------------------------------------------------------------------------------------------
@@ -456,6 +567,69 @@ def _bone_directions(
     return out
 
 
+def _twist_deg(rel: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """|Twist| (degrees) of rotations rel (F,3,3) about the unit `axis` (swing-twist split)."""
+    q = matrix_to_quaternion(rel)
+    ang = 2.0 * np.arctan2(q[:, 1:] @ axis, q[:, 0])
+    return np.degrees(np.abs((ang + np.pi) % (2 * np.pi) - np.pi))
+
+
+def _angle_deg(rel: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip((np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def _bone_errors(
+    source: Skeleton, source_posed: np.ndarray, src_idx: Mapping[str, int], target: Skeleton,
+    target_posed: np.ndarray, tgt_idx: Mapping[str, int], result: RetargetResult,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Per joint with a direction: world direction error and twist error about the bone (degrees, mean and max).
+
+    Twist: the target's world change since rest, carried back through the rest offset A, against the source's:
+    R = D_sᵀ·D_t·Aᵀ has no twist about the source's rest direction when the bone turns alike about its axis."""
+    ds = _bone_directions(source_posed, src_idx, result.direction_children, 0)
+    dt = _bone_directions(target_posed, tgt_idx, result.direction_children, 1)
+    out = {}
+    for j in ds:
+        ang = np.degrees(np.arccos(np.clip(np.sum(ds[j] * dt[j], axis=-1), -1.0, 1.0)))
+        s, t = src_idx[j], tgt_idx[j]
+        entry = {"mean_deg": float(ang.mean()), "max_deg": float(ang.max()), "median_deg": float(np.median(ang))}
+        a = result.rest_offsets.get(j)
+        if a is not None and j != "pelvis":
+            d_s = orthonormalize(source_posed[:, s, :3, :3]) @ orthonormalize(source.rest_world[s, :3, :3]).T
+            d_t = orthonormalize(target_posed[:, t, :3, :3]) @ orthonormalize(target.rest_world[t, :3, :3]).T
+            axis = source.rest_heads[src_idx[result.direction_children[j][0]]] - source.rest_heads[s]
+            tw = _twist_deg(np.swapaxes(d_s, -1, -2) @ d_t @ a.T, axis / np.linalg.norm(axis))
+            entry.update(twist_mean_deg=float(tw.mean()), twist_max_deg=float(tw.max()),
+                         twist_median_deg=float(np.median(tw)))  # fmt: skip
+        out[j] = entry
+    return out
+
+
+def _pelvis_error(
+    source: Skeleton, source_posed: np.ndarray, src_idx: Mapping[str, int], target: Skeleton,
+    target_posed: np.ndarray, tgt_idx: Mapping[str, int], result: RetargetResult,
+) -> dict[str, float] | None:  # fmt: skip
+    """The pelvis against the source's hips (degrees): 'hips_axis' = angle between the two rigs' world right -> left
+    hip lines (no implementation detail involved); 'frame' = the target's hips-frame change since rest against the
+    source's carried through the rest offset A (turn about every axis)."""
+    if not all(h in m for h in ("pelvis", "left_hip", "right_hip") for m in (src_idx, tgt_idx)):
+        return None
+
+    def axis(posed: np.ndarray, idx: Mapping[str, int]) -> np.ndarray:
+        v = posed[:, idx["left_hip"], :3, 3] - posed[:, idx["right_hip"], :3, 3]
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+    hips = np.degrees(np.arccos(np.clip(np.sum(axis(source_posed, src_idx) * axis(target_posed, tgt_idx), -1), -1, 1)))
+    out = {"hips_axis_median_deg": float(np.median(hips)), "hips_axis_max_deg": float(hips.max())}
+    cc, a = result.pelvis_children, result.rest_offsets.get("pelvis")
+    if cc is not None and a is not None:
+        ds = hips_frame(source_posed[..., :3, 3], src_idx, cc[0]) @ hips_frame(source.rest_heads, src_idx, cc[0]).T
+        dt = hips_frame(target_posed[..., :3, 3], tgt_idx, cc[1]) @ hips_frame(target.rest_heads, tgt_idx, cc[1]).T
+        ang = _angle_deg(np.swapaxes(ds @ a, -1, -2) @ dt)
+        out.update(frame_median_deg=float(np.median(ang)), frame_max_deg=float(ang.max()))
+    return out
+
+
 def quality_report(
     source: Skeleton,
     source_posed: np.ndarray,
@@ -465,38 +639,40 @@ def quality_report(
     result: RetargetResult,
     root: RootOptions | None = None,
     up: np.ndarray = Z_UP,
+    target_posed: np.ndarray | None = None,
 ) -> dict:
-    """Per-bone world direction error (degrees), foot-height error on the source's contact frames (target's lowest
-    foot joint vs where keep_on_ground wants it, see source_ground_targets), the deepest target foot below the floor,
-    and the root-trajectory error.
+    """Per-bone world direction error and twist error about the bone (degrees), the pelvis (hips frame) error, the
+    foot-height error on the source's contact frames (the lowest of the foot joints mapped on BOTH rigs vs where
+    keep_on_ground wants it, see source_ground_targets), the deepest target foot below the floor, and the
+    root-trajectory error.
 
-    Root error compares the target root with the scaled source root (horizontal part skipped when in_place)."""
+    `target_posed` (F, N_target, 4, 4): the target's posed world matrices to judge (e.g. what Blender evaluates from
+    the keys); default: the result's own. Root error compares the target root with the scaled source root (horizontal
+    part skipped when in_place)."""
     root = root or RootOptions()
     up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
     source_posed = np.asarray(source_posed, dtype=np.float64).reshape(-1, len(source.names), 4, 4)
+    tposed = result.posed_world if target_posed is None else np.asarray(target_posed, dtype=np.float64)
     src_idx, tgt_idx = _mapped_indices(source, source_map), _mapped_indices(target, target_map)
     pairs = result.joint_pairs
-    ds = _bone_directions(source_posed, src_idx, result.direction_children, 0)
-    dt = _bone_directions(result.posed_world, tgt_idx, result.direction_children, 1)
-    bones = {}
-    for j in ds:
-        ang = np.degrees(np.arccos(np.clip(np.sum(ds[j] * dt[j], axis=-1), -1.0, 1.0)))
-        bones[j] = {"mean_deg": float(ang.mean()), "max_deg": float(ang.max())}
+    bones = _bone_errors(source, source_posed, src_idx, target, tposed, tgt_idx, result)
 
-    foot = {"contact_frames": 0, "mean_abs_m": 0.0, "max_abs_m": 0.0, "below_floor_max_m": 0.0}
-    t_feet, s_feet = _feet(tgt_idx), _feet(src_idx)
-    if t_feet:
-        low = (result.posed_world[:, t_feet][..., :3, 3] @ up).min(axis=1)
-        foot["below_floor_max_m"] = float(max(0.0, root.floor_height - low.min()))
-        if s_feet:
-            on, want = source_ground_targets(source_posed, src_idx, result.scale, root, up)
-            if on.any():
-                err = np.abs(low[on] - want[on])
-                foot.update(contact_frames=int(on.sum()), mean_abs_m=float(err.mean()), max_abs_m=float(err.max()))
+    foot = {"contact_frames": 0, "mean_abs_m": 0.0, "max_abs_m": 0.0, "below_floor_max_m": 0.0, "joints": []}
+    t_feet, s_feet = _feet(tgt_idx, src_idx), _feet(src_idx, tgt_idx)
+    if _feet(tgt_idx):
+        lowest = (tposed[:, _feet(tgt_idx)][..., :3, 3] @ up).min(axis=1)
+        foot["below_floor_max_m"] = float(max(0.0, root.floor_height - lowest.min()))
+    if t_feet and s_feet:
+        foot["joints"] = [j for j in _FOOT_JOINTS if j in src_idx and j in tgt_idx]
+        low = (tposed[:, t_feet][..., :3, 3] @ up).min(axis=1)
+        on, want = source_ground_targets(source_posed, src_idx, result.scale, root, up, tgt_idx)
+        if on.any():
+            err = np.abs(low[on] - want[on])
+            foot.update(contact_frames=int(on.sum()), mean_abs_m=float(err.mean()), max_abs_m=float(err.max()))
 
     s, t = pairs["pelvis"]
     want = (source_posed[:, s, :3, 3] - source.rest_heads[s]) * result.scale
-    got = result.posed_world[:, t, :3, 3] - target.rest_heads[t]
+    got = tposed[:, t, :3, 3] - target.rest_heads[t]
     diff = got - want
     vertical = np.abs(diff @ up)  # nonzero where keep_on_ground moved the root
     horiz = got if root.in_place else diff  # in place: any horizontal root motion left is an error
@@ -504,6 +680,9 @@ def quality_report(
     return {
         "bones": bones,
         "direction_error_max_deg": max((b["max_deg"] for b in bones.values()), default=0.0),
+        "direction_error_median_deg": float(np.median([b["median_deg"] for b in bones.values()])) if bones else 0.0,
+        "twist_error_max_deg": max((b.get("twist_max_deg", 0.0) for b in bones.values()), default=0.0),
+        "pelvis": _pelvis_error(source, source_posed, src_idx, target, tposed, tgt_idx, result),
         "foot_contact": foot,
         "root": {
             "scale": result.scale,

@@ -28,3 +28,14 @@ FALLBACK_CHILDREN: dict[str, tuple[str, ...]] = {
     "pelvis": ("spine2", "spine3", "neck"), "spine1": ("spine3", "neck"), "spine2": ("neck",),
     "left_collar": ("left_elbow",), "right_collar": ("right_elbow",),
 }  # fmt: skip
+
+# A generic adult's rest joints (24 × (x, y, z), metres, Y-up, T-pose, pelvis at the origin's height offset as in the
+# body model): the project's CC0 demo body (server/body/assets, derived from MakeHuman's CC0 assets) regressed to
+# SMPL's joints. Used where SMPL motion drives a rig that has no actor (and so no body of its own).
+GENERIC_REST_JOINTS: tuple[tuple[float, float, float], ...] = (
+    (0.0, -0.23, 0.03), (0.11, -0.254, 0.028), (-0.11, -0.254, 0.028), (0.0, -0.116, 0.03), (0.101, -0.674, 0.055),
+    (-0.101, -0.674, 0.055), (0.0, -0.023, 0.042), (0.101, -1.056, 0.055), (-0.101, -1.056, 0.055),
+    (0.0, 0.13, 0.009), (0.109, -1.112, 0.187), (-0.109, -1.112, 0.187), (0.0, 0.286, 0.022), (0.027, 0.216, 0.085),
+    (-0.027, 0.216, 0.085), (0.0, 0.395, 0.032), (0.168, 0.222, 0.03), (-0.168, 0.222, 0.03), (0.395, 0.222, 0.03),
+    (-0.395, 0.222, 0.03), (0.622, 0.222, 0.03), (-0.622, 0.222, 0.03), (0.713, 0.222, 0.03), (-0.713, 0.222, 0.03),
+)  # fmt: skip

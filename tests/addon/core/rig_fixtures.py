@@ -163,3 +163,42 @@ def read_bvh(path: Path, unit: float,  # noqa: PLR0915 (a reader's one pass over
     # world_z = to_z · units · world_bvh · units⁻¹ (scales positions, keeps rotations pure)
     conv = to_z @ units
     return names, parents, conv @ rest @ np.linalg.inv(units), conv @ world @ np.linalg.inv(units), fps
+
+
+MAKEHUMAN_DIR = SHARED_DATA / "makehuman"
+
+
+def makehuman_default_bones() -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
+    """MakeHuman's default 163-bone skeleton (CC0, shared data) -> (names, parents, heads, tails) in metres, Z-up,
+    facing -Y: joints are means of base-mesh vertices (decimetres, Y-up). Its root bone starts behind the pelvis
+    and points forward at spine05."""
+    import json
+
+    skel = json.loads((MAKEHUMAN_DIR / "default.mhskel").read_text())
+    verts = np.array(
+        [[float(x) for x in line.split()[1:4]] for line in (MAKEHUMAN_DIR / "base.obj").read_text().splitlines()
+         if line.startswith("v ")]
+    )  # fmt: skip
+    joint = {k: (verts[v].mean(axis=0) * 0.1) @ C_Y_TO_Z.T for k, v in skel["joints"].items()}
+    names = list(skel["bones"])
+    parents = [names.index(b["parent"]) if b["parent"] else -1 for b in skel["bones"].values()]
+    heads = np.array([joint[b["head"]] for b in skel["bones"].values()])
+    tails = np.array([joint[b["tail"]] for b in skel["bones"].values()])
+    return names, parents, heads, tails
+
+
+def makehuman_default_rig(rng: np.random.Generator) -> tuple[list[str], list[int], np.ndarray]:
+    """makehuman_default_bones as (names, parents, rest_world (N,4,4)): each bone's Y axis runs head -> tail, with a
+    random roll."""
+    names, parents, heads, tails = makehuman_default_bones()
+    rest = np.tile(np.eye(4), (len(names), 1, 1))
+    for i in range(len(names)):
+        roll = axis_angle_to_matrix(np.array([0.0, rng.uniform(-np.pi, np.pi), 0.0]))
+        rest[i, :3, :3] = rotation_between(np.array([0.0, 1.0, 0.0]), tails[i] - heads[i]) @ roll
+        rest[i, :3, 3] = heads[i]
+    return names, parents, rest
+
+
+needs_makehuman = pytest.mark.skipif(
+    not (MAKEHUMAN_DIR / "default.mhskel").is_file(), reason=f"MakeHuman skeleton not at {MAKEHUMAN_DIR}"
+)

@@ -48,11 +48,11 @@ def bvh_fps(path: Path) -> float:
     raise ValueError(f"{path} has no 'Frame Time:' line")
 
 
-def import_bvh(path: Path = CMU_WALK, scale: float = CMU_UNIT):
+def import_bvh(path: Path = CMU_WALK, scale: float = CMU_UNIT, axis_forward: str = "-Z", axis_up: str = "Y"):
     """Blender's own BVH importer, one BVH frame per scene frame from frame 1; returns the armature object."""
     result = bpy.ops.import_anim.bvh(
         filepath=str(path), global_scale=scale, frame_start=1, use_fps_scale=False, rotate_mode="NATIVE",
-        axis_forward="-Z", axis_up="Y",
+        axis_forward=axis_forward, axis_up=axis_up,
     )  # fmt: skip
     assert result == {"FINISHED"}, result
     obj = bpy.context.view_layer.objects.active
@@ -79,3 +79,56 @@ def direction_errors(
         else:
             out[j] = np.degrees(np.arccos(np.clip(np.sum(dirs[0] * dirs[1], axis=-1), -1.0, 1.0)))
     return out
+
+
+def bvh_variant(src: Path, out: Path, rename: dict[str, str] | None = None, zero_positions: bool = False) -> Path:
+    """A copy of a BVH file with joints renamed and/or a 0 0 0 position channel triple added to every non-root joint
+    (what some exporters write meaning 'at rest'; Blender's importer reads them as absolute offsets)."""
+    rename = rename or {}
+    head, motion = src.read_text().split("MOTION", 1)
+    lines, counts = [], []
+    for line in head.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("ROOT", "JOINT"):
+            line = line.replace(parts[1], rename.get(parts[1], parts[1]))
+        if parts and parts[0] == "CHANNELS":
+            counts.append(int(parts[1]))
+            if zero_positions and len(counts) > 1 and int(parts[1]) == 3:
+                line = line.replace("CHANNELS 3", "CHANNELS 6 Xposition Yposition Zposition")
+        lines.append(line)
+    rows = motion.strip().splitlines()
+    body = []
+    for row in rows[2:]:
+        vals = row.split()
+        if zero_positions:
+            new, k = [], 0
+            for j, c in enumerate(counts):
+                if j > 0 and c == 3:
+                    new += ["0", "0", "0"]
+                new += vals[k : k + c]
+                k += c
+            vals = new
+        body.append(" ".join(vals))
+    out.write_text("\n".join(lines) + "\nMOTION\n" + "\n".join(rows[:2] + body) + "\n")
+    return out
+
+
+def build_armature(name: str, names: list[str], parents: list[int], heads: np.ndarray, tails: np.ndarray):
+    """An armature object from bone heads and tails (world = armature space), linked to the scene."""
+    data = bpy.data.armatures.new(name)
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        ebones = []
+        for n, h, t in zip(names, heads, tails, strict=True):
+            eb = data.edit_bones.new(n)
+            eb.head, eb.tail = h.tolist(), t.tolist()
+            ebones.append(eb)
+        for i, p in enumerate(parents):
+            if p >= 0:
+                ebones[i].parent = ebones[p]
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    return obj

@@ -255,9 +255,14 @@ def test_bad_inputs_have_clear_errors() -> None:
         bake_retarget(src, rig, (10, 5))
     with pytest.raises(RetargetError, match="same armature"):
         bake_retarget(src, src, FRAMES)
-    # a rig whose names match no preset: the message says to map the bones by hand
+    # a rig whose names match no preset is mapped by its structure
     odd = build_smpl_armature("odd", demo_rest()[0], names=[f"bone{i:02d}" for i in range(24)])
-    with pytest.raises(RetargetError, match="map the bones by hand"):
-        bake_retarget(src, odd, FRAMES)
+    report = bake_retarget(src, odd, FRAMES)
+    assert report["target_map"] == {j: f"bone{i:02d}" for i, j in enumerate(SMPL_JOINT_NAMES)}
+    # one that is no humanoid at all: the message says to map the bones by hand, and where
+    line = np.stack([np.zeros(12), np.linspace(0, 1.7, 12), np.zeros(12)], axis=1)
+    stick = build_smpl_armature("stick", line, parents=[-1, *range(11)], names=[f"s{i}" for i in range(12)])
+    with pytest.raises(RetargetError, match="map the bones by hand.*Retarget > Bone Map"):
+        bake_retarget(src, stick, FRAMES)
     with pytest.raises(RetargetError, match="armature object"):
         bake_retarget(src, None, FRAMES)
