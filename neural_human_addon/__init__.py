@@ -8,6 +8,7 @@ only registers the shell's modules, importing them in ``register()`` so the pack
 # bpy modules with register()/unregister(), in registration order (properties before the operators that use them)
 _BPY_MODULES: tuple[str, ...] = (
     "blender.preferences", "blender.properties", "blender.job_session", "blender.operators", "blender.panel",
+    "blender.viewport_preview",  # issue 15: live viewport preview (its own props, panel, timer and draw handler)
 )
 
 
