@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bpy
+import gpu
 import numpy as np
 from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from gpu_extras.batch import batch_for_shader
 
 from ..core.actor_space import camera_in_actor_space
 from ..core.errors import UserError
@@ -40,6 +42,8 @@ from ..core.retarget import RootOptions, armature_to_smpl
 from ..core.viewport_camera import ORTHO_MESSAGE, is_perspective, ndc_depth, preview_size, viewport_to_pinhole
 from . import actor_scene
 from .actor_scene import armature_bone_map, find_actor_roots, root_body
+from .job_session import report_error
+from .preferences import make_client
 
 TICK_S = 0.05
 DEBOUNCE_S = 0.15
@@ -208,8 +212,6 @@ def _send(session: Session, request: PreviewRequest, root: Any, view: ViewState,
 
 
 def _make_client() -> Any:
-    from .preferences import make_client
-
     return make_client(bpy.context)
 
 
@@ -289,8 +291,6 @@ def _report(session: Session, request_id: int, err: Exception) -> None:
     message = session.scheduler.fail(request_id, str(err))
     session.frame = _free(session.frame)
     if message is not None:
-        from .job_session import report_error
-
         report_error(f"Live preview of '{session.root}' stopped: {message}")
     _update_status()
 
@@ -376,9 +376,6 @@ void main() {
 
 def _shader_and_batch() -> tuple[Any, Any]:
     if "shader" not in _GPU:
-        import gpu
-        from gpu_extras.batch import batch_for_shader
-
         iface = gpu.types.GPUStageInterfaceInfo("neural_human_preview_iface")
         iface.smooth("VEC2", "uv")
         info = gpu.types.GPUShaderCreateInfo()
@@ -401,8 +398,6 @@ def _shader_and_batch() -> tuple[Any, Any]:
 
 def _textures(frame: PreviewFrame, window_matrix: Any) -> tuple[Any, Any]:
     if frame.textures is None:
-        import gpu
-
         rgba, depth = upload_arrays(frame, window_matrix)
         h, w = depth.shape
         tex = gpu.types.GPUTexture((w, h), format="RGBA32F", data=gpu.types.Buffer("FLOAT", rgba.size, rgba.ravel()))
@@ -413,8 +408,6 @@ def _textures(frame: PreviewFrame, window_matrix: Any) -> tuple[Any, Any]:
 
 def draw_frame(frame: PreviewFrame, use_depth: bool) -> None:
     """Draw one frame over the current region (inside a POST_VIEW draw handler)."""
-    import gpu
-
     shader, batch = _shader_and_batch()
     tex, dtex = _textures(frame, frame.window_matrix)
     gpu.state.blend_set("ALPHA")  # straight alpha: src·a + dst·(1 − a)
