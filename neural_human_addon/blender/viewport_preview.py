@@ -196,17 +196,19 @@ def _send(session: Session, request: PreviewRequest, root: Any, view: ViewState,
         cam = viewport_to_pinhole(view.view_matrix, view.window_matrix, width, height)
         wire_cam = camera_in_actor_space(cam, actor_scene._root_matrix(root), up).to_wire()
     except UserError as err:
-        RESULTS.put((session.root, session.viewport, request.id, err, time.monotonic()))
+        RESULTS.put((session.root, session.viewport, request.id, err, 0.0))
         return
     session.views[request.id] = view
     SENT.append(request)
+
+    started = time.monotonic()
 
     def work() -> None:
         try:
             result: Any = client.render(actor_id, body, wire_cam, OUTPUTS)
         except Exception as err:  # noqa: BLE001 (every failure is reported on the main thread)
             result = err
-        RESULTS.put((session.root, session.viewport, request.id, result, time.monotonic()))
+        RESULTS.put((session.root, session.viewport, request.id, result, time.monotonic() - started))
 
     threading.Thread(target=work, name="neural-human preview", daemon=True).start()
 
@@ -263,7 +265,7 @@ def drain(now: float | None = None) -> int:
     taken = 0
     while True:
         try:
-            root, viewport, request_id, result, done_at = RESULTS.get_nowait()
+            root, viewport, request_id, result, round_trip_s = RESULTS.get_nowait()
         except queue.Empty:
             break
         taken += 1
@@ -275,7 +277,8 @@ def drain(now: float | None = None) -> int:
             _report(session, request_id, result)
             continue
         request = session.scheduler.in_flight
-        if not session.scheduler.answer(request_id, done_at if now is None else now) or view is None:
+        answered_at = time.monotonic() if now is None else now
+        if not session.scheduler.answer(request_id, answered_at, round_trip_s) or view is None:
             continue
         _free(session.frame)
         session.frame = PreviewFrame(view.fingerprint, view.window_matrix, np.asarray(result["rgba"], np.float32),

@@ -109,15 +109,16 @@ class PreviewScheduler:
             return False
         return now - self.last_sent_at < 1.0 / self.max_fps - _TIME_EPS
 
-    def answer(self, request_id: int, now: float) -> bool:
+    def answer(self, request_id: int, now: float, duration_s: float | None = None) -> bool:
         """A frame came back for ``request_id``: True if it is to be shown (it answers the request in flight and its
-        key is still current), False if it is stale and must be dropped."""
+        key is still current), False if it is stale and must be dropped. ``duration_s`` (the round trip as the
+        caller measured it) replaces ``now − sent_at`` in the status line when the caller's clocks differ."""
         request = self.in_flight
         if request is None or request.id != request_id:
             self.dropped += 1
             return False
         self.in_flight = None
-        self.last_duration_s = float(now) - request.sent_at
+        self.last_duration_s = float(now) - request.sent_at if duration_s is None else float(duration_s)
         if request.key != self.key:
             self.dropped += 1
             return False

@@ -55,7 +55,8 @@ def test_answers_for_unknown_or_old_ids_are_dropped() -> None:
     a = s.tick(1.0)
     assert s.answer(a.id + 99, 1.1) is False
     assert s.busy
-    assert s.answer(a.id, 1.2) is True
+    assert s.answer(a.id, 1.2, duration_s=0.05) is True
+    assert s.last_duration_s == 0.05
     assert s.answer(a.id, 1.3) is False  # a duplicate answer
     assert s.dropped == 2
 
