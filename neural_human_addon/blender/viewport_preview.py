@@ -108,12 +108,21 @@ def gather_views(context: Any = None) -> list[ViewState]:
         for area in window.screen.areas:
             if area.type != "VIEW_3D":
                 continue
-            rv3d = area.spaces.active.region_3d
             for region in area.regions:
-                if region.type == "WINDOW" and region.width > 0 and region.height > 0 and rv3d is not None:
-                    views.append(ViewState(str(area.as_pointer()), np.array(rv3d.view_matrix),
-                                           np.array(rv3d.window_matrix), int(region.width), int(region.height)))
+                view = _region_view(region, area.spaces.active.region_3d)
+                if view is not None:
+                    views.append(view)
     return views
+
+
+def _region_view(region: Any, fallback_rv3d: Any) -> ViewState | None:
+    """The ViewState of a 3D viewport's WINDOW region (quad view: each quarter is its own viewport, ``region.data``
+    its RegionView3D; background Blender leaves that None, then the space's main ``region_3d``), else None."""
+    rv3d = getattr(region, "data", None) or fallback_rv3d
+    if region.type != "WINDOW" or region.width < 1 or region.height < 1 or not hasattr(rv3d, "window_matrix"):
+        return None
+    return ViewState(str(region.as_pointer()), np.array(rv3d.view_matrix), np.array(rv3d.window_matrix),
+                     int(region.width), int(region.height))
 
 
 def _pose_fingerprint(root: Any, scene: Any) -> str:
@@ -181,9 +190,11 @@ def _session(root: Any, view: ViewState) -> Session:
     key = (root.name, view.viewport)
     s = SESSIONS.get(key)
     settings = root.neural_human_preview
+    scales = (0.25 * float(settings.resolution_scale), float(settings.resolution_scale))
     if s is None:
-        scales = (0.25 * settings.resolution_scale, settings.resolution_scale)
         s = SESSIONS[key] = Session(root.name, view.viewport, PreviewScheduler(DEBOUNCE_S, settings.max_fps, scales))
+    elif s.scheduler.scales != scales:  # the resolution setting changed: ask again from the first step
+        s.scheduler.scales, s.scheduler.shown_key, s.scheduler.shown_step = scales, None, -1
     s.scheduler.max_fps = float(settings.max_fps)
     return s
 
@@ -427,12 +438,10 @@ def draw_frame(frame: PreviewFrame, use_depth: bool) -> None:
 
 def _draw_callback() -> None:
     """The draw handler: this region's frames, only for the view they were made for."""
-    context = bpy.context
-    area, rv3d, region = context.area, context.region_data, context.region
-    if area is None or rv3d is None or region is None:
+    region = bpy.context.region
+    view = _region_view(region, bpy.context.region_data) if region is not None else None
+    if view is None:
         return
-    view = ViewState(str(area.as_pointer()), np.array(rv3d.view_matrix), np.array(rv3d.window_matrix),
-                     int(region.width), int(region.height))
     for session in list(SESSIONS.values()):
         frame = session.frame
         if session.viewport != view.viewport or frame is None or frame.view_fingerprint != view.fingerprint:
@@ -508,6 +517,8 @@ class NEURALHUMAN_PT_preview(bpy.types.Panel):
         col.prop(settings, "max_fps")
         layout.prop(settings, "occlusion", expand=True)
         text = status_text(root.name)
+        if settings.enabled and not _connected():
+            text = "preview: connect to the server first"
         if settings.enabled and text:
             layout.label(text=text, icon="INFO")
 

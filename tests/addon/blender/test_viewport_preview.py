@@ -304,7 +304,40 @@ def test_camera_view_matches_blenders_own_camera_projection(addon, blender_scene
     assert pinhole_to_projection(view_cam).shape == (4, 4)
 
 
+def test_real_viewports_are_gathered_and_asked_for(root) -> None:
+    """Background Blender still has the default screen: its 3D viewport's region and RegionView3D are read."""
+    vp = mod("viewport_preview")
+    views = vp.gather_views()
+    assert views, "the default screen has a 3D viewport"
+    view = views[0]
+    assert view.width > 0 and view.height > 0 and view.window_matrix[3, 2] == pytest.approx(-1.0)
+    client = FakeClient()
+    root.neural_human_preview.enabled = True
+    assert vp.tick(0.0, client=client) == []
+    assert len(vp.tick(1.0, client=client)) == len(views)
+    settle(vp)
+    cam = client.calls[0]["camera"]
+    assert (cam["width"], cam["height"]) == vp.preview_size(view.width, view.height, 0.125)
+    vp._draw_callback()  # no region in the context here: draws nothing, raises nothing
+
+
+def test_changing_the_resolution_asks_again_from_the_first_step(root) -> None:
+    vp = mod("viewport_preview")
+    client, view = FakeClient(), a_view()
+    root.neural_human_preview.enabled = True
+    root.neural_human_preview.max_fps = 30.0
+    vp.tick(0.0, [view], client=client)
+    for t in (1.0, 2.0):
+        vp.tick(t, [view], client=client)
+        settle(vp)
+    assert vp.tick(3.0, [view], client=client) == []
+    root.neural_human_preview.resolution_scale = 1.0
+    sent = vp.tick(4.0, [view], client=client)
+    assert len(sent) == 1 and sent[0].step == 0 and sent[0].scale == 0.25
+
+
 def test_addon_disable_removes_handler_timer_and_properties(root) -> None:
+    """Last in this module: it disables the add-on."""
     import addon_utils
 
     vp = mod("viewport_preview")
