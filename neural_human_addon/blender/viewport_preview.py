@@ -35,11 +35,12 @@ from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 from gpu_extras.batch import batch_for_shader
 
+from ..core import preview_image
 from ..core.actor_space import camera_in_actor_space
 from ..core.errors import UserError
 from ..core.preview_scheduler import PreviewRequest, PreviewScheduler
 from ..core.retarget import RootOptions, armature_to_smpl
-from ..core.viewport_camera import ORTHO_MESSAGE, is_perspective, ndc_depth, preview_size, viewport_to_pinhole
+from ..core.viewport_camera import ORTHO_MESSAGE, is_perspective, preview_size, viewport_to_pinhole
 from . import actor_scene
 from .actor_scene import armature_bone_map, find_actor_roots, root_body
 from .job_session import report_error
@@ -359,12 +360,8 @@ def _redraw() -> None:
 
 
 def upload_arrays(frame: PreviewFrame, window_matrix: Any) -> tuple[np.ndarray, np.ndarray]:
-    """What goes into the textures: RGBA (straight alpha) and window depth (1 = far where empty), flipped so row 0
-    is the bottom (OpenGL), float32 and contiguous."""
-    rgba = np.ascontiguousarray(frame.rgba[::-1], dtype=np.float32)
-    depth = ndc_depth(frame.depth, window_matrix)
-    depth = np.where(frame.rgba[..., 3] > 0, depth, 1.0)
-    return rgba, np.ascontiguousarray(depth[::-1], dtype=np.float32)
+    """What goes into the textures (:func:`core.preview_image.upload_arrays`)."""
+    return preview_image.upload_arrays(frame.rgba, frame.depth, window_matrix)
 
 
 def gpu_drawing_available() -> tuple[bool, str]:
