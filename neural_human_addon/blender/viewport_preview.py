@@ -207,7 +207,7 @@ def _send(session: Session, request: PreviewRequest, root: Any, view: ViewState,
         width, height = preview_size(view.width, view.height, request.scale)
         cam = viewport_to_pinhole(view.view_matrix, view.window_matrix, width, height)
         wire_cam = camera_in_actor_space(cam, actor_scene._root_matrix(root), up).to_wire()
-    except UserError as err:
+    except Exception as err:  # noqa: BLE001 (unbound rig, bad root...: reported once by drain, like a server error)
         RESULTS.put((session.root, session.viewport, request.id, err, 0.0))
         return
     session.views[request.id] = view
@@ -240,8 +240,10 @@ def tick(now: float | None = None, views: list[ViewState] | None = None, scene: 
             disable_all()
         return []
     views = gather_views() if views is None else views
-    sent = []
-    for root in enabled_roots(scene):
+    sent: list[PreviewRequest] = []
+    roots = enabled_roots(scene)
+    _prune({(root.name, view.viewport) for root in roots for view in views})
+    for root in roots:
         pose_key = _pose_fingerprint(root, scene)
         for view in views:
             session = _session(root, view)
@@ -261,9 +263,22 @@ def tick(now: float | None = None, views: list[ViewState] | None = None, scene: 
                     continue
             _send(session, request, root, view, scene, client)
             sent.append(request)
-    if SESSIONS:
-        _ensure_handler()
+    _sync_handler()
     return sent
+
+
+def _prune(live: set[tuple[str, str]]) -> None:
+    """Forget sessions of roots no longer previewed (deleted, turned off, another scene) and closed viewports."""
+    for key in [k for k in SESSIONS if k not in live]:
+        _free(SESSIONS.pop(key).frame)
+
+
+def _sync_handler() -> None:
+    """The draw handler exists while some preview can draw (a session that has not stopped on an error)."""
+    if any(s.scheduler.error is None for s in SESSIONS.values()):
+        _ensure_handler()
+    else:
+        _remove_handler()
 
 
 def _connected() -> bool:
@@ -307,6 +322,7 @@ def _report(session: Session, request_id: int, err: Exception) -> None:
     session.frame = _free(session.frame)
     if message is not None:
         report_error(f"Live preview of '{session.root}' stopped: {message}")
+    _sync_handler()
     _update_status()
 
 
@@ -319,8 +335,7 @@ def stop_root(root_name: str) -> None:
     """Turn one root's preview off: forget its sessions and frames; remove the handler when none is left."""
     for key in [k for k in SESSIONS if k[0] == root_name]:
         _free(SESSIONS.pop(key).frame)
-    if not SESSIONS:
-        _remove_handler()
+    _sync_handler()
     _update_status()
     _redraw()
 

@@ -217,6 +217,25 @@ def test_server_error_is_shown_once_and_removes_the_frame(root, capsys) -> None:
     session = next(iter(vp.SESSIONS.values()))
     assert session.frame is None and "error" in vp.status_text(root.name)
     assert len(client.calls) == 2  # no retry storm after the error
+    assert not vp.handler_registered()  # the error took the handler (and the frame's textures) away
+    root.neural_human_preview.enabled = False  # off and on again: a fresh start
+    root.neural_human_preview.enabled = True
+    client.error = None
+    vp.tick(10.0, [view2], client=client)
+    assert len(vp.tick(10.2, [view2], client=client)) == 1 and vp.handler_registered()
+    settle(vp)
+
+
+def test_deleted_root_and_closed_viewport_are_forgotten(root) -> None:
+    vp = mod("viewport_preview")
+    client = FakeClient()
+    root.neural_human_preview.enabled = True
+    vp.tick(0.0, [a_view("left"), a_view("right")], client=client)
+    assert {k[1] for k in vp.SESSIONS} == {"left", "right"}
+    vp.tick(0.1, [a_view("left")], client=client)  # the right viewport was closed
+    assert {k[1] for k in vp.SESSIONS} == {"left"}
+    root.neural_human_preview.enabled = False
+    assert not vp.SESSIONS and not vp.handler_registered()
 
 
 def test_disconnect_and_file_load_remove_the_handler(root, tmp_path) -> None:
