@@ -402,24 +402,30 @@ void main() {
 
 def _shader_and_batch() -> tuple[Any, Any]:
     if "shader" not in _GPU:
-        iface = gpu.types.GPUStageInterfaceInfo("neural_human_preview_iface")
-        iface.smooth("VEC2", "uv")
-        info = gpu.types.GPUShaderCreateInfo()
-        info.vertex_in(0, "VEC2", "pos")
-        info.vertex_out(iface)
-        info.sampler(0, "FLOAT_2D", "image")
-        info.sampler(1, "FLOAT_2D", "depth_image")
-        info.push_constant("INT", "use_depth")
-        info.fragment_out(0, "VEC4", "color")
-        if hasattr(info, "depth_write"):  # feature test: newer Blender wants gl_FragDepth declared
-            info.depth_write("ANY")
-        info.vertex_source(_VERTEX)
-        info.fragment_source(_FRAGMENT)
-        shader = gpu.shader.create_from_info(info)
+        shader = gpu.shader.create_from_info(shader_info())
         quad = [(-1, -1), (1, -1), (1, 1), (-1, -1), (1, 1), (-1, 1)]
         _GPU["shader"] = shader
         _GPU["batch"] = batch_for_shader(shader, "TRIS", {"pos": quad})
     return _GPU["shader"], _GPU["batch"]
+
+
+def shader_info() -> Any:
+    """The preview shader's description (GPUShaderCreateInfo; building it needs no GPU context, compiling does)."""
+    iface = gpu.types.GPUStageInterfaceInfo("neural_human_preview_iface")
+    iface.smooth("VEC2", "uv")
+    _GPU["iface"] = iface  # the create-info refers to it: keep it alive
+    info = gpu.types.GPUShaderCreateInfo()
+    info.vertex_in(0, "VEC2", "pos")
+    info.vertex_out(iface)
+    info.sampler(0, "FLOAT_2D", "image")
+    info.sampler(1, "FLOAT_2D", "depth_image")
+    info.push_constant("INT", "use_depth")
+    info.fragment_out(0, "VEC4", "color")
+    if hasattr(info, "depth_write"):  # feature test: newer Blender wants gl_FragDepth declared
+        info.depth_write("ANY")
+    info.vertex_source(_VERTEX)
+    info.fragment_source(_FRAGMENT)
+    return info
 
 
 def _textures(frame: PreviewFrame, window_matrix: Any) -> tuple[Any, Any]:
@@ -434,6 +440,8 @@ def _textures(frame: PreviewFrame, window_matrix: Any) -> tuple[Any, Any]:
 
 def draw_frame(frame: PreviewFrame, use_depth: bool) -> None:
     """Draw one frame over the current region (inside a POST_VIEW draw handler)."""
+    if not hasattr(gpu.types, "GPUShaderCreateInfo"):  # feature test (all supported versions have it)
+        raise RuntimeError("this Blender's gpu module cannot build the preview shader")
     shader, batch = _shader_and_batch()
     tex, dtex = _textures(frame, frame.window_matrix)
     gpu.state.blend_set("ALPHA")  # straight alpha: src·a + dst·(1 − a)

@@ -268,6 +268,15 @@ def test_upload_arrays_flip_rows_and_depth_goes_to_window_depth(root) -> None:
     assert up_depth[0, 0] == 1.0 and up_rgba.flags["C_CONTIGUOUS"] and up_rgba.dtype == np.float32
 
 
+def test_shader_description_builds_without_a_gpu_context(root) -> None:
+    """GPUShaderCreateInfo needs no GPU context: the preview shader's interface, samplers and sources are checked
+    here even headless (compiling it is not possible without a context)."""
+    vp = mod("viewport_preview")
+    info = vp.shader_info()
+    assert info is not None
+    assert "gl_FragDepth" in vp._FRAGMENT and "blender_srgb_to_framebuffer_space" in vp._FRAGMENT
+
+
 def test_textures_and_shader(root) -> None:
     """Needs a GPU context: background Blender (these tests) has none, so this runs only in a UI or EGL session."""
     vp = mod("viewport_preview")
