@@ -316,13 +316,17 @@ def drain(now: float | None = None) -> int:
     return taken
 
 
-def _report(session: Session, request_id: int, err: Exception) -> None:
-    """A failed preview request: stop this preview, drop its frame, show the error once."""
+def _report(session: Session, request_id: int, err: Exception, drawing: bool = False) -> None:
+    """A failed preview request: stop this preview, drop its frame, show the error once. From inside the draw
+    handler (``drawing``) the handler is removed a moment later, not while Blender is calling it."""
     message = session.scheduler.fail(request_id, str(err))
     session.frame = _free(session.frame)
     if message is not None:
         report_error(f"Live preview of '{session.root}' stopped: {message}")
-    _sync_handler()
+    if drawing:
+        bpy.app.timers.register(_sync_handler, first_interval=0.0)
+    else:
+        _sync_handler()
     _update_status()
 
 
@@ -471,7 +475,7 @@ def _draw_callback() -> None:
         try:
             draw_frame(frame, use_depth)
         except Exception as err:  # noqa: BLE001 (a draw handler that raises would raise on every redraw)
-            _report(session, session.scheduler.in_flight.id if session.scheduler.in_flight else 0, err)
+            _report(session, session.scheduler.in_flight.id if session.scheduler.in_flight else 0, err, drawing=True)
 
 
 def _ensure_handler() -> None:
@@ -557,6 +561,7 @@ def register() -> None:
 
 def unregister() -> None:
     disable_all()
+    _GPU.clear()  # shader, batch: GPU resources go with the add-on
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     for handlers, fn in ((bpy.app.handlers.load_pre, _on_load_pre), (bpy.app.handlers.load_post, _on_load_post)):
