@@ -396,10 +396,10 @@ def gpu_drawing_available() -> tuple[bool, str]:
 _VERTEX = "void main() { uv = pos * 0.5 + 0.5; gl_Position = vec4(pos, 0.0, 1.0); }"
 _FRAGMENT = """
 void main() {
-  vec4 c = texture(image, uv);
+  vec4 c = texture(image, uv);  /* premultiplied (filters cleanly); blended as straight alpha below */
   if (c.a <= 0.0) { discard; }
   gl_FragDepth = use_depth != 0 ? texture(depth_image, uv).r : 0.0;
-  color = blender_srgb_to_framebuffer_space(c);
+  color = blender_srgb_to_framebuffer_space(vec4(c.rgb / c.a, c.a));
 }
 """
 

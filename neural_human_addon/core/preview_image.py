@@ -23,13 +23,16 @@ __all__ = ["composite_reference", "upload_arrays"]
 
 def upload_arrays(rgba: Any, depth: Any, window_matrix: Any) -> tuple[np.ndarray, np.ndarray]:
     """(RGBA (H,W,4), window depth (H,W)) as float32, contiguous, rows flipped so row 0 is the bottom (OpenGL
-    textures); window depth is 1 (far) where the preview is empty."""
+    textures); window depth is 1 (far) where the preview is empty. RGB is premultiplied by alpha for the upload, so
+    the texture's bilinear filtering does not darken the silhouette; the shader divides it out again and blends
+    straight alpha."""
     rgba = np.asarray(rgba, dtype=np.float32)
     depth = np.asarray(depth, dtype=np.float64)
     if rgba.ndim != 3 or rgba.shape[2] != 4 or depth.shape != rgba.shape[:2]:
         raise ValueError(f"the preview needs rgba (H,W,4) and depth (H,W), got {rgba.shape} and {depth.shape}")
     window = np.where(rgba[..., 3] > 0, ndc_depth(depth, window_matrix), 1.0)
-    return np.ascontiguousarray(rgba[::-1]), np.ascontiguousarray(window[::-1], dtype=np.float32)
+    premultiplied = np.concatenate([rgba[..., :3] * rgba[..., 3:4], rgba[..., 3:4]], axis=-1)
+    return np.ascontiguousarray(premultiplied[::-1]), np.ascontiguousarray(window[::-1], dtype=np.float32)
 
 
 def composite_reference(scene_rgb: Any, scene_depth: Any, rgba: Any, window_depth: Any,

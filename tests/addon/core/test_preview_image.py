@@ -69,6 +69,14 @@ def test_depth_of_the_preview_matches_the_depth_buffer_of_the_same_point() -> No
     assert up_depth[0, 0] == 1.0
 
 
+def test_upload_is_premultiplied_and_the_shader_divides_it_out() -> None:
+    rgba, depth = _actor(3.0)
+    up_rgba, _ = upload_arrays(rgba, depth, WINDOW)
+    edge = up_rgba[H - 1 - 5, 12]
+    np.testing.assert_allclose(edge, (0.5, 0.25, 0.0, 0.5))  # rgb·a
+    np.testing.assert_allclose(edge[:3] / edge[3], rgba[5, 12, :3])  # what the shader blends: the straight colour
+
+
 def test_upload_arrays_refuses_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="rgba"):
         upload_arrays(np.zeros((4, 4, 3)), np.zeros((4, 4)), WINDOW)
