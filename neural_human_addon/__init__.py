@@ -8,7 +8,7 @@ only registers the shell's modules, importing them in ``register()`` so the pack
 # bpy modules with register()/unregister(), in registration order (properties before the operators that use them)
 _BPY_MODULES: tuple[str, ...] = (
     "blender.preferences", "blender.properties", "blender.job_session", "blender.operators", "blender.panel",
-    "blender.bone_map_editor",
+    "blender.bone_map_editor", "blender.viewport_preview",
 )
 
 
