@@ -17,6 +17,10 @@ MAX_VOXEL_SIZE = 0.2
 DEFAULT_VOXEL_SIZE = 0.005
 MAX_MESH_GRID_POINTS = 50_000_000
 MAX_JOB_FRAMES = 100_000
+# The posed body's box in its own frame (Rh, Th removed), per axis: the body model within the parameter ranges of
+# server/body/params.py reaches 2.45 m (shapes at ±5, arms out); the 5 mm feature grid over a 3 m box is at most
+# 640 cells per axis (sparse_input.grid_shape), which bounds the renderer's memory.
+MAX_BODY_EXTENT = 3.0  # metres
 
 
 def grid_points(extent: tuple[float, float, float], voxel_size: float) -> int:
