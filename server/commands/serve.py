@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "raise it for actors with loose clothes far from the body model)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fast path: precision of the point network (bf16/fp16 on CUDA; default fp32)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow binding a non-loopback address and Host headers other than loopback names")
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.http.app import create_app
+    from server.http.protocol import uvicorn_options
     from server.inference.service import default_jobs_dir
     from server.neural_body.render_settings import RenderSettings
     from server.neural_body.train import resolve_device
@@ -116,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,
                          max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20,
-                         settings=RenderSettings(args.renderer, args.margin, args.precision))
+                         settings=RenderSettings(args.renderer, args.margin, args.precision),
+                         allow_remote=args.allow_remote)
     except OSError as err:
         return fail(f"--jobs-dir {jobs_dir}: {err}")
     actor_ids = [a["id"] for a in app.state.registry.list()]
@@ -129,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, {args.renderer} renderer, jobs in "
           f"{jobs_dir}, {limit})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options())
     return 0

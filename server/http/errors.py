@@ -79,7 +79,7 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
         message = "the request body is not valid JSON"
         field = None
     elif first.get("type") == "missing":
-        message = f"{field} is required"
+        message = f"{field} is required" if field else "request body is required"
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     if field is not None and not message.startswith(field):
@@ -101,7 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(err.status_code,
+                                                                                            "http_error")
         return error_response(err.status_code, code, str(err.detail))
 
     @app.exception_handler(Exception)

@@ -16,7 +16,8 @@ MIN_VOXEL_SIZE = 0.002  # metres; finer grids take minutes per pose and gigabyte
 MAX_VOXEL_SIZE = 0.2
 DEFAULT_VOXEL_SIZE = 0.005
 MAX_MESH_GRID_POINTS = 50_000_000
-MAX_JOB_FRAMES = 100_000
+MAX_JOB_FRAMES = 20_000  # a frame is ~2 KB of JSON: the largest job fits MAX_BODY_BYTES
+MAX_BODY_BYTES = 64 * 2**20  # request body (413 beyond); parsed JSON takes ~10x its size in memory
 # The posed body's box in its own frame (Rh, Th removed), per axis: the body model within the parameter ranges of
 # server/body/params.py reaches 2.45 m (shapes at ±5, arms out); the 5 mm feature grid over a 3 m box is at most
 # 640 cells per axis (sparse_input.grid_shape), which bounds the renderer's memory.
