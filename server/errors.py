@@ -69,5 +69,9 @@ class Busy(NeuralHumanError):
     """The model queue stayed busy longer than a caller waits."""
 
 
+class TooManyJobs(NeuralHumanError):
+    """The server keeps as many jobs as it may (none old enough to be removed), or its queue of jobs is full."""
+
+
 class DiskFull(NeuralHumanError):
     """No room left on the disk for a job's files."""

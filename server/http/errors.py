@@ -21,6 +21,7 @@ from server.errors import (
     InvalidInput,
     NeuralHumanError,
     OutOfMemory,
+    TooManyJobs,
     UnknownActor,
     UnknownJob,
 )
@@ -42,6 +43,7 @@ STATUS: tuple[tuple[type[NeuralHumanError], int], ...] = (
     (UnknownActor, 404),
     (UnknownJob, 404),
     (FrameNotAvailable, 404),
+    (TooManyJobs, 429),
     (OutOfMemory, 503),
     (Busy, 503),
     (DiskFull, 507),

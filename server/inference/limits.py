@@ -4,6 +4,7 @@ request models read them without loading the model code."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLED_ACTORS_DIR = Path(__file__).resolve().parents[1] / "actors"  # server/actors: the shipped demo actor(s)
@@ -27,3 +28,13 @@ MAX_BODY_EXTENT = 3.0  # metres
 def grid_points(extent: tuple[float, float, float], voxel_size: float) -> int:
     """Points of a marching-cubes grid with spacing ``voxel_size`` (metres) over a box of ``extent`` (metres)."""
     return math.prod(math.ceil(e / voxel_size) + 1 for e in extent)
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    """How many jobs a server keeps and for how long, and how many may wait (docs/API.md states the defaults)."""
+
+    keep: int = 200  # jobs kept (ended ones beyond are removed, oldest first)
+    max_age_s: float = 7 * 24 * 3600.0  # ended jobs older than this are removed
+    max_queued: int = 16  # jobs queued or running at once
+    recent_s: float = 600.0  # a job that ended less than this ago is never removed

@@ -18,6 +18,7 @@ from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from server.inference.actor_registry import ActorRegistry
 from server.inference.frames import mesh_frame, render_frame
 from server.inference.jobs import JobManager
+from server.inference.limits import JobPolicy
 from server.inference.model_queue import ModelQueue
 from server.neural_body.mesh import Mesh
 from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
@@ -54,11 +55,11 @@ class InferenceService:
     @classmethod
     def create(cls, actors_root: str | Path, device: str, jobs_dir: str | Path, cache_bytes: int, *,
                max_loaded: int, min_free_gpu_bytes: int,
-               settings: RenderSettings = DEFAULT_SETTINGS) -> InferenceService:
+               settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None) -> InferenceService:
         registry = ActorRegistry(actors_root, device, cache_bytes, max_loaded=max_loaded,
                                  min_free_gpu_bytes=min_free_gpu_bytes)
         queue = ModelQueue()
-        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings), settings)
+        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings, policy), settings)
 
     def model_work(self, actor_id: str, fn: Callable[[], T]) -> T:
         """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more."""
