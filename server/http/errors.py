@@ -15,6 +15,7 @@ from server.errors import (
     ActorBroken,
     BodyModelMissing,
     Busy,
+    ClientGone,
     DiskFull,
     FrameNotAvailable,
     InvalidActorId,
@@ -46,6 +47,7 @@ STATUS: tuple[tuple[type[NeuralHumanError], int], ...] = (
     (TooManyJobs, 429),
     (OutOfMemory, 503),
     (Busy, 503),
+    (ClientGone, 499),  # nobody reads it: the client has left
     (DiskFull, 507),
     (ActorBroken, 500),
     (BodyModelMissing, 500),

@@ -61,9 +61,10 @@ class InferenceService:
         queue = ModelQueue()
         return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings, policy), settings)
 
-    def model_work(self, actor_id: str, fn: Callable[[], T]) -> T:
-        """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more."""
-        return self.queue.run(fn, relieve=partial(self.registry.free_memory, keep=actor_id))
+    def model_work(self, actor_id: str, fn: Callable[[], T], abandoned: Callable[[], bool] | None = None) -> T:
+        """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more; dropped
+        (ClientGone) when ``abandoned()`` is true by its turn."""
+        return self.queue.run(fn, relieve=partial(self.registry.free_memory, keep=actor_id), abandoned=abandoned)
 
     def status(self) -> dict[str, Any]:
         """Device, loaded actors, queue, feature cache and memory figures (the health answer's body)."""
@@ -71,7 +72,7 @@ class InferenceService:
         return {"device": device_info(registry.device), "loaded_actors": registry.loaded_ids(),
                 "renderer": {"path": self.settings.renderer, "margin_m": self.settings.margin,
                              "precision": self.settings.precision},
-                "queue_waiting": self.queue.waiting,
+                "queue_waiting": self.queue.waiting, "queue_dropped": self.queue.dropped,
                 "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
                                   "hits": cache.hits, "misses": cache.misses},
                 "memory": {**registry.memory_status(), "oom_retries": self.queue.oom_retries}}
@@ -93,18 +94,18 @@ class InferenceService:
         return {"fps": float(m.fps), "frames": frames}
 
     def render(self, actor_id: str, body: dict[str, Any], camera: PinholeCamera, outputs: list[str],
-               appearance_frame: int | None) -> dict[str, np.ndarray]:
+               appearance_frame: int | None, abandoned: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
         """One frame (see frames.render_frame), with the per-pose feature cache."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: render_frame(self.registry.get(actor_id), body, camera, outputs,
-                                                              appearance_frame, cache, self.settings))
+                                                              appearance_frame, cache, self.settings), abandoned)
 
     def mesh(self, actor_id: str, body: dict[str, Any], voxel_size: float, colors: bool,
-             appearance_frame: int | None) -> Mesh:
+             appearance_frame: int | None, abandoned: Callable[[], bool] | None = None) -> Mesh:
         """One mesh (see frames.mesh_frame), sharing the per-pose feature cache with renders."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: mesh_frame(self.registry.get(actor_id), body, voxel_size, colors,
-                                                            appearance_frame, cache, self.settings))
+                                                            appearance_frame, cache, self.settings), abandoned)
 
     def unload(self, actor_id: str) -> dict[str, Any]:
         was = self.queue.run(lambda: self.registry.unload(actor_id))
