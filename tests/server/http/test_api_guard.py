@@ -19,10 +19,15 @@ def _raw(server, head: str, timeout: float = 5.0) -> tuple[socket.socket, bytes]
     u = urlparse(server.url)
     s = socket.create_connection((u.hostname, u.port), timeout=timeout)
     s.sendall(head.encode())
+    data = b""
     try:
-        data = s.recv(65536)
+        while not data.endswith(b"}}"):  # headers and the JSON error may come in separate segments
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
     except TimeoutError:
-        data = b""
+        pass
     return s, data
 
 
