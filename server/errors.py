@@ -65,8 +65,16 @@ class OutOfMemory(NeuralHumanError):
     """The GPU ran out of memory even after the other actors were unloaded."""
 
 
+class ClientGone(NeuralHumanError):
+    """The client of a request left before its turn in the model queue came: the work is dropped, not computed."""
+
+
 class Busy(NeuralHumanError):
     """The model queue stayed busy longer than a caller waits."""
+
+
+class TooManyJobs(NeuralHumanError):
+    """The server keeps as many jobs as it may (none old enough to be removed), or its queue of jobs is full."""
 
 
 class DiskFull(NeuralHumanError):

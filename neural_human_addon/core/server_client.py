@@ -18,6 +18,7 @@ import json
 import logging
 import socket
 import ssl
+import threading
 import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -164,9 +165,10 @@ def decode_npz(data: bytes, what: str = "answer") -> dict[str, np.ndarray]:
 
 
 class ServerClient:
-    """Calls of API v1 on the server at ``url``. ``timeout`` bounds every socket read/write (a render answers only
-    when it is done, so it is the longest a call may wait for its answer); ``connect_timeout`` bounds opening the
-    connection."""
+    """Calls of API v1 on the server at ``url``. ``timeout`` is the total deadline of a call, from sending the
+    request to the last byte of the answer (a render answers only when it is done, so it is the longest a call may
+    wait; a server trickling bytes cannot stretch it); ``connect_timeout`` bounds opening the connection.
+    ``interrupt()`` (from any thread) ends the calls in progress with ``ServerError("cancelled")``."""
 
     def __init__(self, url: str = DEFAULT_URL, token: str = "", timeout: float = 120.0, connect_timeout: float = 3.0,
                  allow_remote: bool = False, max_response_bytes: int = MAX_RESPONSE_BYTES):
@@ -184,6 +186,17 @@ class ServerClient:
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_response_bytes = int(max_response_bytes)
+        self._inflight: dict[int, tuple[http.client.HTTPConnection, dict[str, bool]]] = {}
+        self._inflight_lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """End every call in progress on this client now (their sockets are shut down): they raise
+        ``ServerError("cancelled")``. Later calls are not affected."""
+        with self._inflight_lock:
+            calls = list(self._inflight.values())
+        for conn, flags in calls:
+            flags["cancelled"] = True
+            _shut(conn)
 
     def __repr__(self) -> str:  # never shows the token
         return f"ServerClient({self.url!r}, token={'set' if self._token else 'none'})"
@@ -353,6 +366,11 @@ class ServerClient:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         conn = self._connection()
+        flags = {"expired": False, "cancelled": False}
+        watchdog = threading.Timer(self.timeout, _expire, args=(conn, flags))  # the call's total deadline
+        watchdog.daemon = True
+        with self._inflight_lock:
+            self._inflight[id(conn)] = (conn, flags)
         try:
             try:
                 conn.connect()  # under connect_timeout ...
@@ -360,17 +378,25 @@ class ServerClient:
                 raise ServerError("timeout", f"The Neural Human server at {self.url} did not accept a connection "
                                   f"within {self.connect_timeout:g} s. {SERVE_HINT}") from err
             if conn.sock is not None:
-                conn.sock.settimeout(self.timeout)  # ... then every read/write under timeout
+                conn.sock.settimeout(self.timeout)  # ... then every read/write under timeout, the whole call too
+            watchdog.start()
+            if flags["cancelled"]:
+                raise ConnectionAbortedError("interrupted")
             conn.request(method, full_path, body=body, headers=headers)
             resp = conn.getresponse()
             data = self._read_body(resp, full_path)
             ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+            self._check_flags(flags, method, path)
             log.debug("%s %s -> %d (%d bytes)", method, full_path, resp.status, len(data))
         except ServerError:
             raise
         except (OSError, http.client.HTTPException) as err:
+            self._check_flags(flags, method, path)
             raise self._transport_error(err, method, path) from err
         finally:
+            watchdog.cancel()
+            with self._inflight_lock:
+                self._inflight.pop(id(conn), None)
             conn.close()
         if not 200 <= resp.status < 300:
             raise self._http_error(resp.status, ctype, data, path)
@@ -378,6 +404,15 @@ class ServerClient:
             raise self._protocol(path, f"has content type {ctype or 'none'!r}, expected {expect_types[0]}",
                                  resp.status)
         return data
+
+    def _check_flags(self, flags: dict[str, bool], method: str, path: str) -> None:
+        """ServerError when the call was interrupted or ran past its total deadline (its socket was shut down)."""
+        if flags["cancelled"]:
+            raise ServerError("cancelled", f"{method} /{API_VERSION}{path} was cancelled.")
+        if flags["expired"]:
+            raise ServerError("timeout", f"The Neural Human server at {self.url} did not finish answering {method} "
+                              f"/{API_VERSION}{path} within {self.timeout:g} s (a big render on CPU can take long: "
+                              "lower the resolution or raise the timeout).")
 
     def _transport_error(self, err: OSError | http.client.HTTPException, method: str, path: str) -> ServerError:
         """A failed connection or exchange as a ServerError saying what to check (most specific cases first)."""
@@ -448,6 +483,21 @@ class ServerClient:
             return ServerError("bad_input", text, field, status, code)
         return ServerError("server", f"The server failed ({code or status}): {text}. See the server's log.",
                            field, status, code)
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    """Shut a connection's socket down: a read or write blocked on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _expire(conn: http.client.HTTPConnection, flags: dict[str, bool]) -> None:
+    flags["expired"] = True
+    _shut(conn)
 
 
 def _seg(value: str) -> str:

@@ -13,6 +13,12 @@ Accepted bodies (each value a list or array, one frame (D,) or a batch (B, D); o
 
 Shapes: ``shapes``/``betas`` of any length 1..300; the first 10 are used (missing ones are 0, as in SMPL, whose
 coefficients beyond 10 belong to components this project does not use). Omitted shapes mean the mean body.
+
+Ranges (what the body model can mean; beyond them the mesh degenerates and the posed body's box, hence the feature
+grid's memory, grows without bound): every shape coefficient within ±``MAX_SHAPE`` (SMPL's PCA is fitted on people
+within about ±3 standard deviations), every axis-angle value (poses, Rh, global_orient, body_pose) within
+±``MAX_ANGLE`` (2π: every rotation has an axis-angle of norm ≤ π), translations (Th, transl, trans) within
+±``MAX_TRANSLATION`` metres. The values are checked again after the float32 cast (always finite then).
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ NUM_BETAS = 10
 MAX_BETAS = 300
 POSE_LENGTHS = (72, 156, 165)
 MAX_BATCH = 100_000
+MAX_SHAPE = 5.0
+MAX_ANGLE = 2 * np.pi
+MAX_TRANSLATION = 1000.0  # metres
+# the largest magnitude accepted per field (betas as shapes, trans/transl as Th, orient/pose as angles)
+RANGES = {"shapes": MAX_SHAPE, "betas": MAX_SHAPE, "Th": MAX_TRANSLATION, "transl": MAX_TRANSLATION,
+          "trans": MAX_TRANSLATION}
 
 
 class BodyParamsError(InvalidInput):
@@ -55,6 +67,11 @@ def _field(body: Mapping[str, Any], name: str, lengths: tuple[int, ...], hint: s
         raise BodyParamsError(name, f"at most {MAX_BATCH} frames per request, got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)):
         raise BodyParamsError(name, "contains NaN or infinity; send finite numbers")
+    limit = RANGES.get(name, MAX_ANGLE)
+    if np.any(np.abs(arr) > limit):
+        worst = float(arr.flat[int(np.argmax(np.abs(arr)))])
+        unit = "metres" if limit == MAX_TRANSLATION else "radians" if limit == MAX_ANGLE else "standard deviations"
+        raise BodyParamsError(name, f"values must be within ±{limit:g} ({unit}); got {worst:g}")
     return arr
 
 
@@ -137,7 +154,7 @@ def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np
                 raise BodyParamsError(name, "missing: the EasyMocap convention needs poses (72), Rh (3) and Th (3)")
         f = _broadcast({"poses": _poses72(body), "shapes": shapes, "Rh": _field(body, "Rh", (3,), "axis-angle"),
                         "Th": _field(body, "Th", (3,), "translation in metres")})
-        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in f.items()}
+        return _float32(f)
 
     orient, rest = _amass_pose(body, amass_keys)
     tname = "transl" if "transl" in body else "trans" if "trans" in body else None
@@ -149,5 +166,14 @@ def to_easymocap(body: Mapping[str, Any], pelvis_rest: Callable[[np.ndarray], np
     rot = axis_angle_to_matrix(orient)
     th = transl + j0 - np.einsum("bij,bj->bi", rot, j0)
     poses = np.concatenate([np.zeros((len(rest), 3)), rest], axis=1)
-    out = {"poses": poses, "shapes": shapes, "Rh": orient, "Th": th}
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return _float32({"poses": poses, "shapes": shapes, "Rh": orient, "Th": th})
+
+
+def _float32(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fields as contiguous float32, checked finite after the cast (the ranges keep them finite; this is the
+    guard should a range ever be widened)."""
+    out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in fields.items()}
+    for k, v in out.items():
+        if not np.all(np.isfinite(v)):
+            raise BodyParamsError(k, "does not fit a 32-bit float (too large); send smaller numbers")
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from neural_human_addon.core.server_client import is_loopback_host
 from server.commands.cli import fail
-from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
+from server.inference.limits import BUNDLED_ACTORS_DIR, DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB, JobPolicy
 from server.neural_body.config import DEFAULT_MARGIN, PRECISIONS, RENDERERS
 
 
@@ -51,7 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "raise it for actors with loose clothes far from the body model)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fast path: precision of the point network (bf16/fp16 on CUDA; default fp32)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument("--keep-jobs", type=int, default=JobPolicy.keep,
+                        help="jobs kept; beyond, the oldest ended ones are removed with their frames (jobs queued, "
+                             f"running or ended in the last {JobPolicy.recent_s:.0f} s never are; default "
+                             f"{JobPolicy.keep})")
+    parser.add_argument("--job-max-age-hours", type=float, default=JobPolicy.max_age_s / 3600,
+                        help="ended jobs older than this are removed with their frames (default "
+                             f"{JobPolicy.max_age_s / 3600:g})")
+    parser.add_argument("--max-queued-jobs", type=int, default=JobPolicy.max_queued,
+                        help=f"jobs queued or running at once; more answer 429 (default {JobPolicy.max_queued})")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow binding a non-loopback address and Host headers other than loopback names")
 
 
 def is_loopback(host: str) -> bool:
@@ -75,6 +85,9 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--max-loaded and --min-free-gpu-mb must be >= 0; got {args.max_loaded}, {args.min_free_gpu_mb}"
     if args.actors is not None and not args.actors.is_dir():  # the bundled folder may be empty or absent
         return f"--actors {args.actors}: no such folder (create it or point to your actors)"
+    if args.keep_jobs < 1 or args.max_queued_jobs < 1 or not args.job_max_age_hours > 0:
+        return (f"--keep-jobs and --max-queued-jobs must be >= 1 and --job-max-age-hours > 0; got {args.keep_jobs}, "
+                f"{args.max_queued_jobs}, {args.job_max_age_hours}")
     if not 0.0 <= args.margin <= 1.0:
         return f"--margin must be 0..1 metres; got {args.margin}"
     if args.token is not None and len(args.token) < 16:
@@ -99,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.http.app import create_app
+    from server.http.protocol import uvicorn_options
     from server.inference.service import default_jobs_dir
     from server.neural_body.render_settings import RenderSettings
     from server.neural_body.train import resolve_device
@@ -116,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,
                          max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20,
-                         settings=RenderSettings(args.renderer, args.margin, args.precision))
+                         settings=RenderSettings(args.renderer, args.margin, args.precision),
+                         allow_remote=args.allow_remote,
+                         policy=JobPolicy(args.keep_jobs, args.job_max_age_hours * 3600, args.max_queued_jobs))
     except OSError as err:
         return fail(f"--jobs-dir {jobs_dir}: {err}")
     actor_ids = [a["id"] for a in app.state.registry.list()]
@@ -129,5 +145,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, {args.renderer} renderer, jobs in "
           f"{jobs_dir}, {limit})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options())
     return 0

@@ -23,8 +23,8 @@ def get_jobs(request: Request) -> JobManager:
 
 
 def require_token(request: Request) -> None:
-    """Every route but health: ``Authorization: Bearer <token>`` with the server's token (checked before the body
-    is read)."""
+    """Every route but health: ``Authorization: Bearer <token>`` with the server's token. ``guard.RequestGuard``
+    checks it first, before the body is read; this dependency keeps the routers safe on their own."""
     header = request.headers.get("authorization")
     if not token_matches(header, request.app.state.token):
         if not header:

@@ -15,12 +15,14 @@ from server.errors import (
     ActorBroken,
     BodyModelMissing,
     Busy,
+    ClientGone,
     DiskFull,
     FrameNotAvailable,
     InvalidActorId,
     InvalidInput,
     NeuralHumanError,
     OutOfMemory,
+    TooManyJobs,
     UnknownActor,
     UnknownJob,
 )
@@ -42,8 +44,10 @@ STATUS: tuple[tuple[type[NeuralHumanError], int], ...] = (
     (UnknownActor, 404),
     (UnknownJob, 404),
     (FrameNotAvailable, 404),
+    (TooManyJobs, 429),
     (OutOfMemory, 503),
     (Busy, 503),
+    (ClientGone, 499),  # nobody reads it: the client has left
     (DiskFull, 507),
     (ActorBroken, 500),
     (BodyModelMissing, 500),
@@ -79,7 +83,7 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
         message = "the request body is not valid JSON"
         field = None
     elif first.get("type") == "missing":
-        message = f"{field} is required"
+        message = f"{field} is required" if field else "request body is required"
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     if field is not None and not message.startswith(field):
@@ -101,7 +105,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(err.status_code,
+                                                                                            "http_error")
         return error_response(err.status_code, code, str(err.detail))
 
     @app.exception_handler(Exception)

@@ -73,16 +73,15 @@ class ActorRegistry:
         return path
 
     def list(self) -> list[dict[str, Any]]:
-        """Listing entries from the manifests (cheap: nothing is loaded); broken folders are skipped."""
+        """Listing entries from the manifests (cheap: nothing is loaded); broken folders are skipped, and so is every
+        folder ``folder()`` refuses (a symlink out of the root): listing and lookup agree."""
         out = []
         if not self.root.is_dir():
             return out
         for path in sorted(self.root.iterdir()):
-            if not path.is_dir() or not ACTOR_ID.match(path.name):
-                continue
             try:
-                m = read_manifest(path)
-            except ActorError:
+                m = read_manifest(self.folder(path.name))
+            except (ActorError, InvalidActorId, UnknownActor):
                 continue
             out.append({"id": path.name, "name": m.name, "frames": m.frames_trained, "body_model": m.body_model,
                         "up_axis": m.up_axis, "bounds": m.bounds, "loaded": path.name in self._order})

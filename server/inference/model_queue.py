@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from server.errors import Busy, OutOfMemory
+from server.errors import Busy, ClientGone, OutOfMemory
 
 T = TypeVar("T")
 
@@ -37,12 +37,15 @@ class ModelQueue:
         self.timeout_s = timeout_s
         self.last_seconds = 0.0
         self.oom_retries = 0  # out-of-memory errors answered by freeing memory and running again
+        self.dropped = 0  # work dropped because its client left while it waited
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
-    def run(self, fn: Callable[[], T], relieve: Callable[[], object] | None = None) -> T:
+    def run(self, fn: Callable[[], T], relieve: Callable[[], object] | None = None,
+            abandoned: Callable[[], bool] | None = None) -> T:
+        """``fn()`` in turn; ``abandoned()`` true when the turn comes (the client left): ClientGone, fn not run."""
         with self._count:
             self._waiting += 1
         try:
@@ -53,6 +56,9 @@ class ModelQueue:
                 self._waiting -= 1
         start = time.perf_counter()
         try:
+            if abandoned is not None and abandoned():
+                self.dropped += 1
+                raise ClientGone("the client left before its turn; the work was dropped")
             done, result = _attempt(fn)
             if done:
                 return result

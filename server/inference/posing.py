@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from server.body.params import BodyParamsError, to_easymocap
+from server.body.rotations import axis_angle_to_matrix
 from server.errors import InvalidInput
 from server.inference.actor_registry import LoadedActor
+from server.inference.limits import MAX_BODY_EXTENT
 
 
 def pose_body(loaded: LoadedActor, body: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -27,7 +29,21 @@ def pose_body(loaded: LoadedActor, body: dict[str, Any]) -> tuple[np.ndarray, np
     t = {k: torch.from_numpy(v).to(model.device) for k, v in p.items()}
     with torch.no_grad():
         out = model(t["poses"], t["shapes"], t["Rh"], t["Th"])
-    return out.vertices[0].cpu().numpy(), p["Rh"][0], p["Th"][0]
+    verts = out.vertices[0].cpu().numpy()
+    check_extent(verts, p["Rh"][0], p["Th"][0])
+    return verts, p["Rh"][0], p["Th"][0]
+
+
+def check_extent(verts: np.ndarray, rh: np.ndarray, th: np.ndarray) -> None:
+    """InvalidInput naming ``body.shapes`` when the posed body's box in its own frame (the frame of the feature grid)
+    is not finite or exceeds ``MAX_BODY_EXTENT`` on an axis: checked before any grid is allocated."""
+    rot = axis_angle_to_matrix(np.asarray(rh, np.float64)[None])[0]
+    local = (np.asarray(verts, np.float64) - np.asarray(th, np.float64)) @ rot  # undo v·Rᵀ + Th
+    extent = local.max(axis=0) - local.min(axis=0) if np.all(np.isfinite(local)) else np.full(3, np.inf)
+    if not np.all(extent <= MAX_BODY_EXTENT):
+        raise InvalidInput(f"body.shapes: the posed body spans {np.round(extent, 2).tolist()} m, more than "
+                           f"{MAX_BODY_EXTENT} m on an axis; use shape and pose values a body can have",
+                           "body.shapes", code="invalid_body")
 
 
 def appearance_code(value: int | None, frames_trained: int) -> int:

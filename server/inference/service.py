@@ -18,6 +18,7 @@ from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from server.inference.actor_registry import ActorRegistry
 from server.inference.frames import mesh_frame, render_frame
 from server.inference.jobs import JobManager
+from server.inference.limits import JobPolicy
 from server.inference.model_queue import ModelQueue
 from server.neural_body.mesh import Mesh
 from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
@@ -54,15 +55,16 @@ class InferenceService:
     @classmethod
     def create(cls, actors_root: str | Path, device: str, jobs_dir: str | Path, cache_bytes: int, *,
                max_loaded: int, min_free_gpu_bytes: int,
-               settings: RenderSettings = DEFAULT_SETTINGS) -> InferenceService:
+               settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None) -> InferenceService:
         registry = ActorRegistry(actors_root, device, cache_bytes, max_loaded=max_loaded,
                                  min_free_gpu_bytes=min_free_gpu_bytes)
         queue = ModelQueue()
-        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings), settings)
+        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings, policy), settings)
 
-    def model_work(self, actor_id: str, fn: Callable[[], T]) -> T:
-        """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more."""
-        return self.queue.run(fn, relieve=partial(self.registry.free_memory, keep=actor_id))
+    def model_work(self, actor_id: str, fn: Callable[[], T], abandoned: Callable[[], bool] | None = None) -> T:
+        """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more; dropped
+        (ClientGone) when ``abandoned()`` is true by its turn."""
+        return self.queue.run(fn, relieve=partial(self.registry.free_memory, keep=actor_id), abandoned=abandoned)
 
     def status(self) -> dict[str, Any]:
         """Device, loaded actors, queue, feature cache and memory figures (the health answer's body)."""
@@ -70,7 +72,7 @@ class InferenceService:
         return {"device": device_info(registry.device), "loaded_actors": registry.loaded_ids(),
                 "renderer": {"path": self.settings.renderer, "margin_m": self.settings.margin,
                              "precision": self.settings.precision},
-                "queue_waiting": self.queue.waiting,
+                "queue_waiting": self.queue.waiting, "queue_dropped": self.queue.dropped,
                 "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
                                   "hits": cache.hits, "misses": cache.misses},
                 "memory": {**registry.memory_status(), "oom_retries": self.queue.oom_retries}}
@@ -92,18 +94,18 @@ class InferenceService:
         return {"fps": float(m.fps), "frames": frames}
 
     def render(self, actor_id: str, body: dict[str, Any], camera: PinholeCamera, outputs: list[str],
-               appearance_frame: int | None) -> dict[str, np.ndarray]:
+               appearance_frame: int | None, abandoned: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
         """One frame (see frames.render_frame), with the per-pose feature cache."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: render_frame(self.registry.get(actor_id), body, camera, outputs,
-                                                              appearance_frame, cache, self.settings))
+                                                              appearance_frame, cache, self.settings), abandoned)
 
     def mesh(self, actor_id: str, body: dict[str, Any], voxel_size: float, colors: bool,
-             appearance_frame: int | None) -> Mesh:
+             appearance_frame: int | None, abandoned: Callable[[], bool] | None = None) -> Mesh:
         """One mesh (see frames.mesh_frame), sharing the per-pose feature cache with renders."""
         cache = self.registry.feature_cache
         return self.model_work(actor_id, lambda: mesh_frame(self.registry.get(actor_id), body, voxel_size, colors,
-                                                            appearance_frame, cache, self.settings))
+                                                            appearance_frame, cache, self.settings), abandoned)
 
     def unload(self, actor_id: str) -> dict[str, Any]:
         was = self.queue.run(lambda: self.registry.unload(actor_id))

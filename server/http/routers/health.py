@@ -16,5 +16,6 @@ router = APIRouter(prefix=f"/{API_VERSION}", tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-def read_health(service: Service) -> dict[str, Any]:
+async def read_health(service: Service) -> dict[str, Any]:
+    """On the event loop, not in the thread pool: it answers at once while renders wait for the model queue."""
     return {"status": "ok", "api_version": API_VERSION, "server_version": __version__, **service.status()}

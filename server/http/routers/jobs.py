@@ -23,7 +23,8 @@ def submit_job(req: JobRequest, jobs: Jobs) -> dict[str, Any]:
 
 
 @router.get("/{job_id}", response_model=JobStatus)
-def read_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
+async def read_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
+    """On the event loop (in-memory state only): it answers at once while renders wait for the model queue."""
     return jobs.get(job_id).status()
 
 

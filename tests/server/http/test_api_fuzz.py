@@ -211,3 +211,187 @@ def test_not_json_and_wrong_content(server):
                            headers={"Content-Type": "application/json"})
                 _check_answer(r, content, report=False)
                 assert r.status_code == 422, (path, content, r.text)
+
+
+# --- generated from /openapi.json: extreme numbers, long strings, deep nesting (issue 14) ---------------------------
+
+EXTREME_FLOATS = [1e20, -1e20, 1e300, -1e300, 5e-324, -5e-324, 1e-310, 2.5e-308, 3.4e38, 3.5e38, -3.5e38]
+EXTREME_INTS = [2**31, -(2**31) - 1, 2**63, -(2**63), 10**30, -1, 0]
+LONG_STRINGS = ["a" * 100_000, "é" * 20_000, "\x00" * 1000, "../" * 3000]
+FUZZ_RSS_BOUND_MB = 2048  # VmHWM of the shared test server after all fuzz cases (measured: see the report)
+
+
+def deep(depth: int) -> object:
+    value: object = 0.0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+extremes = st.one_of(st.sampled_from(EXTREME_FLOATS), st.sampled_from(EXTREME_INTS), st.sampled_from(LONG_STRINGS),
+                     st.sampled_from([deep(50), deep(400), {"a": deep(200)}]))
+
+
+@st.composite
+def extreme_vector(draw, valid: list[float]):
+    """``valid`` with one to all of its values replaced by an extreme number (finite: ±1e20, ±1e300, subnormals)."""
+    out = list(valid)
+    for i in draw(st.lists(st.integers(0, len(out) - 1), min_size=1, max_size=len(out))):
+        out[i] = draw(st.sampled_from(EXTREME_FLOATS))
+    return out
+
+
+def extreme_body() -> st.SearchStrategy:
+    b = body(1)
+    return st.one_of(*(st.builds(lambda k=k, v=v: {**b, k: v}) for k, v in ()),
+                     *(extreme_vector(b[k]).map(lambda v, k=k: {**b, k: v}) for k in ("poses", "shapes", "Rh", "Th")),
+                     st.just({**b, "shapes": [5.0, -5.0] * 5}), st.just({**b, "shapes": [5.001] * 10}))
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+# properties whose valid values would make a CPU render or mesh slow: small valid values or extremes only
+OVERRIDES = {
+    "width": st.one_of(st.sampled_from([8, 16]), st.sampled_from(EXTREME_INTS + EXTREME_FLOATS)),
+    "height": st.one_of(st.sampled_from([6, 12]), st.sampled_from(EXTREME_INTS + EXTREME_FLOATS)),
+    "voxel_size": st.one_of(st.sampled_from([0.06, 0.1]), st.sampled_from(EXTREME_FLOATS + [0.0019, 0.2001])),
+    "actor": st.one_of(st.just(ACTOR_ID), st.sampled_from(LONG_STRINGS)),
+}
+
+
+def from_schema(spec: dict, schema: dict, name: str = "", depth: int = 0) -> st.SearchStrategy:
+    """Values for an OpenAPI schema: mostly valid shapes with extreme leaves, sometimes an extreme value anywhere."""
+    schema = _resolve(spec, schema)
+    if name in OVERRIDES:
+        return OVERRIDES[name]
+    if name == "body":
+        return st.one_of(extreme_body(), body_strategy(), extremes)
+    if name == "camera":
+        c = camera(16, 12)
+        return st.one_of(st.just(c), extreme_vector(c["T"]).map(lambda t: {**c, "T": t}),
+                         st.just({**c, "K": [[1e300, 0, 8], [0, 1e300, 6], [0, 0, 1]]}),
+                         st.just({**c, "K": [[5e-324, 0, 8], [0, 5e-324, 6], [0, 0, 1]]}), extremes)
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return st.one_of(*(from_schema(spec, s, name, depth + 1) for s in schema[key]))
+    valid = _valid_from_schema(spec, schema, depth)
+    return st.one_of(valid, valid, valid, extremes)
+
+
+def _valid_from_schema(spec: dict, schema: dict, depth: int) -> st.SearchStrategy:
+    kind = schema.get("type")
+    if "enum" in schema or "const" in schema:
+        return st.sampled_from(schema.get("enum") or [schema["const"]])
+    if kind == "object" and depth < 6:
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries(
+            {k: from_schema(spec, v, k, depth + 1) for k, v in props.items() if k in required},
+            optional={k: from_schema(spec, v, k, depth + 1) for k, v in props.items() if k not in required})
+    if kind == "array" and depth < 6:
+        items = schema.get("items", {})
+        return st.lists(from_schema(spec, items, "", depth + 1), min_size=schema.get("minItems", 0),
+                        max_size=min(schema.get("maxItems", 3), 3))
+    if kind == "integer":
+        return st.integers(schema.get("minimum", -5), min(schema.get("maximum", 5), 5))
+    if kind == "number":
+        return st.floats(schema.get("minimum", -2), schema.get("maximum", 2))
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "string":
+        return st.text(max_size=8)
+    return junk
+
+
+@pytest.fixture(scope="module")
+def openapi(server) -> dict:
+    with server.client() as c:
+        return c.get("/openapi.json").json()
+
+
+@pytest.mark.parametrize("path", sorted(COVERED))
+def test_fuzz_from_openapi_with_extreme_values(server, openapi, path):
+    op = openapi["paths"][path]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    url = path.replace("{actor_id}", ACTOR_ID)
+
+    @settings(max_examples=8 if "mesh" in path else 25, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(payload=from_schema(openapi, schema))
+    def run(payload):
+        with server.client() as c:
+            r = _post(c, url, payload)
+            _check_answer(r, payload, report=False)
+            if r.status_code == 200 and path == "/v1/jobs":
+                assert c.delete(f"/v1/jobs/{r.json()['id']}").status_code == 200
+
+    run()
+
+
+def test_deep_nesting_and_huge_numbers_as_raw_json(server):
+    """Bodies json.dumps cannot make: nesting deeper than any parser's recursion, numbers past float64."""
+    raw = [b"[" * 100_000 + b"]" * 100_000, b'{"body": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+           b'{"body": {"poses": [1' + b"0" * 400 + b"]}}", b'{"camera": {"width": 1' + b"0" * 5000 + b"}}"]
+    with server.client() as c:
+        for path in sorted(COVERED):
+            for content in raw:
+                r = c.post(path.replace("{actor_id}", ACTOR_ID), content=content,
+                           headers={"Content-Type": "application/json"})
+                _check_answer(r, content[:80], report=False)
+
+
+def _check_model(spec: dict, schema: dict, value: object, where: str) -> None:
+    """The answer against its OpenAPI response model: required fields present, JSON types as declared."""
+    schema = _resolve(spec, schema)
+    if "anyOf" in schema:
+        errors = []
+        for s in schema["anyOf"]:
+            try:
+                _check_model(spec, s, value, where)
+                return
+            except AssertionError as err:
+                errors.append(str(err))
+        raise AssertionError(f"{where}: matches none of {errors}")
+    types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+             "boolean": bool, "null": type(None)}
+    kind = schema.get("type")
+    if kind is not None:
+        assert isinstance(value, types[kind]), f"{where}: {value!r:.80} is not {kind}"
+    if kind == "object":
+        for k in schema.get("required", []):
+            assert k in value, f"{where}: missing {k}"
+        for k, s in schema.get("properties", {}).items():
+            if k in value:
+                _check_model(spec, s, value[k], f"{where}.{k}")
+    if kind == "array":
+        for i, item in enumerate(value[:50]):
+            _check_model(spec, schema.get("items", {}), item, f"{where}.{i}")
+
+
+def test_answers_match_the_openapi_response_models(server, openapi):
+    with server.client() as c:
+        job = c.post("/v1/jobs", json=VALID_JOB).json()["id"]
+        gets = {"/v1/health": "/v1/health", "/v1/actors": "/v1/actors",
+                "/v1/actors/{actor_id}/skeleton": f"/v1/actors/{ACTOR_ID}/skeleton",
+                "/v1/actors/{actor_id}/motion": f"/v1/actors/{ACTOR_ID}/motion", "/v1/jobs/{job_id}": f"/v1/jobs/{job}"}
+        for template, url in gets.items():
+            r = c.get(url)
+            assert r.status_code == 200, r.text
+            schema = openapi["paths"][template]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            _check_model(openapi, schema, r.json(), template)
+        r = c.get("/v1/jobs/" + "0" * 32)
+        schema = openapi["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["404"]["content"]["application/json"]
+        _check_model(openapi, schema["schema"], r.json(), "404")
+        c.delete(f"/v1/jobs/{job}")
+
+
+def test_zz_server_peak_memory_after_fuzzing(server):
+    """Runs last in this module: the shared server's VmHWM stays under FUZZ_RSS_BOUND_MB after every case above."""
+    status = open(f"/proc/{server.process.pid}/status").read()
+    peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    print(f"server VmHWM after fuzzing: {peak_mb:.0f} MB")
+    assert peak_mb < FUZZ_RSS_BOUND_MB

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neural_human_addon.core.wire import frame_file_name
-from tests.server.live_server import ACTOR_ID, body, camera
+from tests.server.live_server import ACTOR_ID, body, camera, running_server
 
 
 def _wait(c, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 120.0) -> dict:
@@ -86,3 +86,19 @@ def test_job_validation(server):
         assert c.get("/v1/jobs/" + "0" * 32).status_code == 404
         assert c.get("/v1/jobs/..").status_code == 404
         assert c.delete("/v1/jobs/nope").status_code == 404
+
+
+def test_job_limits_answer_429_and_ended_jobs_drop_from_the_queue(server, tmp_path):
+    """--max-queued-jobs 1: a second job while one runs is 429 queue_full; --keep-jobs 1 with the first job just
+    ended (recent, never removed): 429 too_many_jobs."""
+    frames = [{"frame": i, "body": body(i % 2), "camera": camera(8, 6)} for i in range(40)]
+    with running_server(server.actors, tmp_path / "jobs", tmp_path / "cfg", tmp_path / "s.log",
+                        "--max-queued-jobs", "1", "--keep-jobs", "1") as srv, srv.client() as c:
+        first = c.post("/v1/jobs", json={"actor": ACTOR_ID, "outputs": ["rgba"], "frames": frames})
+        assert first.status_code == 200, first.text
+        r = c.post("/v1/jobs", json={"actor": ACTOR_ID, "outputs": ["rgba"], "frames": frames[:1]})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full", r.text
+        assert c.delete(f"/v1/jobs/{first.json()['id']}").status_code == 200
+        _wait(c, first.json()["id"])
+        r = c.post("/v1/jobs", json={"actor": ACTOR_ID, "outputs": ["rgba"], "frames": frames[:1]})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_jobs", r.text

@@ -62,7 +62,7 @@ def test_second_server_serves_jobs_of_the_first(server, tmp_path):
         for n in cut["frames_done"]:
             assert c.get(f"/v1/jobs/{cut_id}/frames/{n}").status_code == 200
         missing = next(n for n in range(60) if n not in cut["frames_done"])
-        assert c.get(f"/v1/jobs/{cut_id}/frames/{missing}").json()["error"]["code"] == "frame_not_ready"
+        assert c.get(f"/v1/jobs/{cut_id}/frames/{missing}").json()["error"]["code"] == "frame_not_computed"
         assert json.loads((jobs / cut_id / "job.json").read_text())["state"] == "failed"
         assert c.get(f"/v1/jobs/{'f' * 32}").status_code == 404
 
