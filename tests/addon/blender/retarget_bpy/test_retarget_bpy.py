@@ -210,7 +210,8 @@ def test_smpl_motion_onto_rig_round_trip() -> None:
 # imported too. The child prints its result and leaves with os._exit, so neither bug can fail or hang the suite.
 RIGIFY_SCRIPT = r"""
 import json, os, sys
-import addon_utils, bpy
+import bpy
+import addon_utils  # after bpy: the bpy module puts Blender's scripts on sys.path
 import numpy as np
 from neural_human_addon.blender.retarget_bpy import bake_retarget, posed_world_matrices, skeleton_from_armature
 from neural_human_addon.core.retarget import RootOptions
