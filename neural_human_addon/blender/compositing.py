@@ -8,9 +8,18 @@ Depth: the actor's ``depth_NNNNNN.exr`` holds planar camera z in metres (FAR_DEP
 transparent); Blender's Depth pass is planar camera z too (checked with a Cycles render of a plane at a known z at an
 off-centre pixel, see tests/addon_blender/test_compositing.py), so the two compare directly, no conversion.
 
-Blender 4.x: ``scene.use_nodes`` + ``scene.node_tree`` with a Composite node, CompositorNodeMath, Alpha Over with
-Fac/Image/Image sockets. Blender 5.0: ``scene.compositing_node_group`` (a 'CompositorNodeTree' group with a Group
-Output), ShaderNodeMath, Alpha Over with named sockets. Both are handled with hasattr checks; tested on 5.0.1.
+Where the compositor lives differs between the Blender versions users have; each difference is one small helper
+below that tests the feature (never the version number), and the suites run on bpy 4.2, 4.5, 5.0 and 5.3:
+
+- 4.x: ``scene.use_nodes`` + ``scene.node_tree`` with a Composite node; turning nodes on fills a new tree with
+  Blender's defaults (Composite + Render Layers, on 4.5 also a Reroute and a Viewer), which :func:`_node_tree` clears
+  down to the Composite so the setup's own Render Layers node is the only one and no Viewer dangles.
+- 5.0-5.2: ``scene.compositing_node_group``, a 'CompositorNodeTree' group with a Group Output.
+- 5.3+ (and 6.0, where ``compositing_node_group`` is gone): ``scene.compositor_effects``, whose items hold node
+  groups; even ``hasattr(scene, "compositing_node_group")`` warns there, so the helpers look at ``bl_rna.properties``.
+- The Math node: CompositorNodeMath where the compositor has its own (4.x), else ShaderNodeMath (5.0+); picked by
+  type, not by trying (a failed ``nodes.new`` prints an error on 4.x).
+- Alpha Over: Fac/Image/Image sockets (4.x) or named sockets (5.0+), see :func:`_link`.
 """
 
 from __future__ import annotations
@@ -31,23 +40,80 @@ class CompositingError(UserError, ValueError):
     """A compositor setup that cannot be built; the message says what is missing."""
 
 
-def _node_tree(scene: Any, name: str) -> Any:
-    """The scene's compositor node tree, created (and assigned) when the scene has none."""
-    if hasattr(scene, "compositing_node_group"):  # 5.0+
-        tree = scene.compositing_node_group
-        if tree is None:
-            tree = bpy.data.node_groups.new(name, "CompositorNodeTree")
-            scene.compositing_node_group = tree
-        if not any(item.item_type == "SOCKET" and item.in_out == "OUTPUT" for item in tree.interface.items_tree):
-            tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
-        return tree
-    scene.use_nodes = True  # 4.x
+def _has_rna_property(owner: Any, name: str) -> bool:
+    """Whether ``owner`` has the RNA property ``name``, without touching it (a deprecated one warns on access)."""
+    return name in owner.bl_rna.properties
+
+
+def _uses_compositor_effects(scene: Any) -> bool:
+    """5.3+: the compositor is a stack of effects (``Scene.compositor_effects``), each holding a node group."""
+    return _has_rna_property(scene, "compositor_effects")
+
+
+def _uses_compositing_node_group(scene: Any) -> bool:
+    """5.0+: the compositor is a node group with a Group Output (assigned directly on 5.0-5.2, or as an effect)."""
+    return _uses_compositor_effects(scene) or _has_rna_property(scene, "compositing_node_group")
+
+
+def _new_group_tree(name: str) -> Any:
+    tree = bpy.data.node_groups.new(name, "CompositorNodeTree")
+    tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    return tree
+
+
+def _effect_tree(scene: Any, name: str, create: bool) -> Any:
+    """5.3+: the node group of the scene's active compositor effect (a new effect named ``name`` when none)."""
+    effects = scene.compositor_effects
+    effect = effects.active if effects.active is not None and effects.active.node_group is not None else None
+    if effect is None:
+        effect = next((e for e in effects if e.node_group is not None), None)
+    if effect is None and create:
+        effect = effects.new(name)
+        effect.node_group = _new_group_tree(name)
+        effects.active = effect
+    return effect.node_group if effect is not None else None
+
+
+def _existing_tree(scene: Any) -> Any:
+    """The scene's compositor node tree, or None when it has none (nothing is created)."""
+    if _uses_compositor_effects(scene):
+        return _effect_tree(scene, "", create=False)
+    if _uses_compositing_node_group(scene):
+        return scene.compositing_node_group
     return scene.node_tree
 
 
+def _node_tree(scene: Any, name: str) -> Any:
+    """The scene's compositor node tree, created (and assigned) when the scene has none."""
+    if _uses_compositor_effects(scene):
+        tree = _effect_tree(scene, name, create=True)
+    elif _uses_compositing_node_group(scene):
+        tree = scene.compositing_node_group
+        if tree is None:
+            tree = _new_group_tree(name)
+            scene.compositing_node_group = tree
+    else:
+        return _node_tree_4x(scene)
+    if not any(item.item_type == "SOCKET" and item.in_out == "OUTPUT" for item in tree.interface.items_tree):
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    return tree
+
+
+def _node_tree_4x(scene: Any) -> Any:
+    """4.x: turn the scene's nodes on; a tree Blender creates for that comes filled with its default nodes (Render
+    Layers, and on 4.5 a Reroute and a Viewer wired to it): keep only the Composite, the setup adds its own input."""
+    fresh = scene.node_tree is None
+    scene.use_nodes = True
+    tree = scene.node_tree
+    if fresh:
+        for node in [n for n in tree.nodes if n.bl_idname != "CompositorNodeComposite"]:
+            tree.nodes.remove(node)
+    return tree
+
+
 def _output_node(scene: Any, tree: Any) -> Any:
-    """The node whose first input is the compositor result: Group Output (5.0) or Composite (4.x)."""
-    kind = "NodeGroupOutput" if hasattr(scene, "compositing_node_group") else "CompositorNodeComposite"
+    """The node whose first input is the compositor result: Group Output (5.0+) or Composite (4.x)."""
+    kind = "NodeGroupOutput" if _uses_compositing_node_group(scene) else "CompositorNodeComposite"
     for node in tree.nodes:
         if node.bl_idname == kind and getattr(node, "is_active_output", True):
             return node
@@ -63,7 +129,7 @@ def _remove_nodes(tree: Any, name: str) -> None:
 
 def remove_actor_compositing(scene: Any, name: str = "Neural Human") -> None:
     """Remove the nodes a :func:`setup_actor_compositing` call with this ``name`` added (other nodes stay)."""
-    tree = scene.compositing_node_group if hasattr(scene, "compositing_node_group") else scene.node_tree
+    tree = _existing_tree(scene)
     if tree is not None:
         _remove_nodes(tree, name)
 
@@ -114,7 +180,7 @@ def setup_actor_compositing(scene: Any, rgba_image: Any, depth_image: Any, frame
         if image.source == "SEQUENCE":
             set_sequence_user(node, image, frame_start, frame_duration)
     red = add(("CompositorNodeSeparateColor",), "actor depth value", -600, -400)  # depth is stored in R=G=B
-    nearer = add(("ShaderNodeMath", "CompositorNodeMath"), "actor nearer", -300, -250)  # 5.0, 4.x
+    nearer = add(("CompositorNodeMath", "ShaderNodeMath"), "actor nearer", -300, -250)  # 4.x, 5.0+
     nearer.operation = "LESS_THAN"  # 1 where actor depth < render depth
     over = add(("CompositorNodeAlphaOver",), "actor over render", 0, 0)
 
@@ -135,20 +201,23 @@ def _view_layer(scene: Any, view_layer: str | None) -> Any:
 
 
 def _add_node(tree: Any, kinds: tuple[str, ...], name: str, label: str, location: tuple[float, float]) -> Any:
-    """A new node of the first of ``kinds`` this Blender knows (node types were renamed between 4.x and 5.0),
+    """A new node of the first of ``kinds`` this Blender has (node types were renamed between 4.x and 5.0),
     tagged with the setup ``name``."""
-    for kind in kinds:
-        try:
-            node = tree.nodes.new(kind)
-            break
-        except RuntimeError:
-            continue
-    else:
-        raise CompositingError(f"this Blender has none of the compositor node types {kinds}")
+    kind = _node_type(kinds)
+    node = tree.nodes.new(kind)
     node.name = node.label = f"{name}: {label}"
     node[_TAG] = name
     node.location = location
     return node
+
+
+def _node_type(kinds: tuple[str, ...]) -> str:
+    """The first of ``kinds`` that is a node type of this Blender. Looked up, not tried: a failed ``nodes.new``
+    prints "Error: Cannot add node of type ..." on 4.x even when the RuntimeError is caught."""
+    for kind in kinds:
+        if getattr(bpy.types, kind, None) is not None:
+            return kind
+    raise CompositingError(f"this Blender has none of the compositor node types {kinds}")
 
 
 def _link(tree: Any, render: Any, actor: Any, depth: Any, red: Any, nearer: Any, over: Any, out: Any) -> None:

@@ -1,8 +1,13 @@
 """A real uvicorn server (`python -m server serve`) on a free 127.0.0.1 port over a tiny random actor: helpers shared
-by the HTTP tests and the add-on core tests (a plain module; the fixtures live in the conftest files)."""
+by the HTTP tests and the add-on core tests (a plain module; the fixtures live in the conftest files).
+
+The server runs on the interpreter ``NEURAL_HUMAN_SERVER_PYTHON`` names (default: this one). The Blender-only venvs
+of ``make test-blender`` (bpy, numpy, pytest; no torch) point it at the main ``.venv``, so the server, and the
+torch work the tests need done (the tiny actor), run there."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -37,6 +42,31 @@ def camera(width: int = 32, height: int = 24) -> dict:
     f = 22.0
     K = [[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]]
     return {"K": K, "R": R.tolist(), "T": T.tolist(), "width": width, "height": height}
+
+
+def server_python() -> str:
+    """The interpreter that runs the server: ``NEURAL_HUMAN_SERVER_PYTHON``, else the one running the tests when it
+    has torch, else the main ``.venv``'s."""
+    if os.environ.get("NEURAL_HUMAN_SERVER_PYTHON"):
+        return os.environ["NEURAL_HUMAN_SERVER_PYTHON"]
+    main = REPO / ".venv" / "bin" / "python"
+    return str(main) if not has_torch() and main.exists() else sys.executable
+
+
+def has_torch() -> bool:
+    """Whether torch is importable here (not in the Blender-only venvs)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def make_actor_anywhere(root: Path) -> None:
+    """:func:`make_actor` here when torch is, else in the server's interpreter."""
+    if has_torch():
+        make_actor(root)
+        return
+    script = "import sys; from pathlib import Path; from tests.server.live_server import make_actor; " \
+             "make_actor(Path(sys.argv[1]))"
+    subprocess.run([server_python(), "-c", script, str(root)], cwd=REPO, check=True, timeout=600,
+                   env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
 
 
 def make_actor(root: Path) -> None:
@@ -105,12 +135,12 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
     env = {**os.environ, "XDG_CONFIG_HOME": str(config), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log = open(log_path, "a+")  # noqa: SIM115 (closed below)
     actors_args = [] if actors is None else ["--actors", str(actors)]
-    command = [sys.executable, "-m", "server", "serve", *actors_args, "--port", str(port), "--device", "cpu",
+    command = [server_python(), "-m", "server", "serve", *actors_args, "--port", str(port), "--device", "cpu",
                "--jobs-dir", str(jobs), *extra]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # a loaded 2-core machine takes a while to import torch and spconv
+        deadline = time.monotonic() + 180  # torch imports slowly on a busy 2-core machine
         while True:
             if proc.poll() is not None:
                 log.seek(0)

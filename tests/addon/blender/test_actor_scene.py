@@ -1,14 +1,13 @@
 """Actor roots in real Blender: create/bind, snapshot rig + camera into actor-world wire bodies/cameras, re-animate.
 
-The demo body (server.body, tests only) stands in for the actor: its rest joints build the rig, and posing it with
-the snapshotted parameters checks where the body really lands."""
+The demo body (server.body, tests only; tests/addon/demo_body.py) stands in for the actor: its rest joints build the
+rig, and posing it with the snapshotted parameters checks where the body really lands."""
 
 from __future__ import annotations
 
 import bpy
 import numpy as np
 import pytest
-import torch
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
@@ -32,10 +31,10 @@ from neural_human_addon.core.camera import BlenderCameraSettings, PinholeCamera,
 from neural_human_addon.core.retarget import Y_TO_Z_UP, RetargetError
 from neural_human_addon.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from neural_human_addon.core.smpl_skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
+from tests.addon import demo_body
 from tests.addon.blender.retarget_bpy.blender_rigs import (
     CMU_WALK,
     a_pose,
-    demo_body,
     demo_rest,
     direction_errors,
     import_bvh,
@@ -100,11 +99,7 @@ def _pose_body(bodies) -> tuple[np.ndarray, np.ndarray]:
         p, rh, th = bodies["poses"], bodies["Rh"], bodies["Th"]
     else:
         p, rh, th = ([b[k] for b in bodies] for k in ("poses", "Rh", "Th"))
-    t = [torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (p, rh, th)]
-    body = demo_body().double()
-    with torch.no_grad():
-        out = body(t[0], torch.zeros(10, dtype=torch.float64), t[1], t[2])
-    return out.joints.numpy(), out.vertices.numpy()
+    return demo_body.pose(p, rh, th)
 
 
 def _root_matrix(root) -> np.ndarray:
@@ -143,7 +138,7 @@ def test_created_root_and_rig_stand_on_the_root(up: str) -> None:
     bj, bv = _pose_body([body])
     world_v = points_to_world(bv[0], _root_matrix(root), up)
     sole = world_v[:, 2].min() - 0.5
-    assert abs(sole - (SOLE_CLEARANCE - (joints[:, 1].min() - demo_body().v_template[:, 1].min().item()))) < 1e-5
+    assert abs(sole - (SOLE_CLEARANCE - (joints[:, 1].min() - demo_body.rest()[1]))) < 1e-5
     assert abs(sole) < 0.01, sole  # feet on the root's ground plane (within a centimetre)
     np.testing.assert_allclose(points_to_world(bj[0, 0], _root_matrix(root), up)[:2], [1.0, 2.0], atol=1e-6)
     np.testing.assert_allclose(_rig_heads(rig, [1])[0], points_to_world(bj[0], _root_matrix(root), up), atol=1e-5)

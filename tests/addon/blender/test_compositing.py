@@ -190,6 +190,23 @@ def test_single_frame_composite_respects_depth(composite_scene, tmp_path):
     assert not [n for n in tree.nodes if n.get(compositing._TAG)]
 
 
+def test_setup_leaves_one_render_layers_node_and_no_viewer(blender_scene, tmp_path, capfd):
+    """On 4.x turning the compositor on fills a new tree with Blender's defaults (Render Layers; 4.5 also a Reroute
+    and a Viewer wired to it): the setup keeps only the output, so its own Render Layers node is the only one. The
+    Math node is picked without the "Cannot add node" error 4.x prints for a ShaderNodeMath tried and refused."""
+    rgba, depth = _actor((0.1, 0.8, 0.3), ACTOR_Z)
+    np.savez(tmp_path / "frame_000001.npz", rgba=rgba, depth=depth)
+    paths = frame_images.write_frame_files(str(tmp_path / "frame_000001.npz"))
+    compositing.setup_actor_compositing(blender_scene, frame_images.load_image(paths["rgba"]),
+                                        frame_images.load_image(paths["depth"]))
+    tree = compositing._existing_tree(blender_scene)
+    kinds = sorted(n.bl_idname for n in tree.nodes)
+    assert kinds.count("CompositorNodeRLayers") == 1, kinds
+    assert "CompositorNodeViewer" not in kinds and "NodeReroute" not in kinds, kinds
+    assert all(n.get(compositing._TAG) for n in tree.nodes if n != compositing._output_node(blender_scene, tree))
+    assert "Cannot add node" not in "".join(capfd.readouterr())
+
+
 def test_sequence_frame_follows_scene_frame(composite_scene, tmp_path):
     """Files numbered 3 and 4 = scene frames 3 and 4. Frame 4's actor is nearer (2 m) than the near box and has
     another colour; after the last frame the last image holds."""

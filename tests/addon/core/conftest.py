@@ -22,10 +22,10 @@ def canned() -> Iterator[CannedServer]:
 
 @pytest.fixture(scope="session")
 def actors_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.server.live_server import make_actor
+    from tests.server.live_server import make_actor_anywhere
 
     actors = tmp_path_factory.mktemp("addon_core_actors")
-    make_actor(actors)
+    make_actor_anywhere(actors)
     return actors
 
 

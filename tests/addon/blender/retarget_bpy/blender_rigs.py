@@ -9,6 +9,7 @@ import bpy
 import numpy as np
 
 from neural_human_addon.core.smpl_skeleton import PRIMARY_CHILD
+from tests.addon import demo_body
 from tests.addon.core.rig_fixtures import a_pose  # noqa: F401  (re-exported for the Blender tests)
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -18,18 +19,9 @@ FOOT_JOINTS = ("left_ankle", "right_ankle", "left_foot", "right_foot")
 
 
 @lru_cache(maxsize=1)
-def demo_body():
-    from server.body.model import load_body_model
-
-    return load_body_model()
-
-
-@lru_cache(maxsize=1)
 def demo_rest() -> tuple[np.ndarray, float]:
     """(rest joints (24, 3) Y-up, height of the pelvis above the template's soles)."""
-    body = demo_body()
-    joints = body.rest_joints().numpy().astype(np.float64)
-    sole = float(body.v_template[:, 1].min())
+    joints, sole = demo_body.rest()
     return joints, float(joints[0, 1]) - sole
 
 
