@@ -148,7 +148,7 @@ def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference:
         _sync(device)
         out["fast_seconds"] = round(time.perf_counter() - start, 2)
         out["fast_vertices"] = int(len(mesh.vertices))
-        out["fast_network_points"] = int(getattr(mesh, "evaluated_points", 0))
+        out["fast_network_points"] = int(mesh.network_points or 0)
     if "reference" in renderers:
         voxel = 0.005 if full_reference else (0.04 if quick else 0.02)
         with torch.no_grad():  # the encode is timed apart: it does not scale with the grid

@@ -53,6 +53,7 @@ class Mesh:
     vertices: np.ndarray  # (N,3) float32, metres
     faces: np.ndarray  # (M,3) int32, counter-clockwise seen from outside (outward normals)
     colors: np.ndarray | None = None  # (N,3) uint8
+    network_points: int | None = None  # density queries it took (coarse to fine reports them; not on the wire)
 
     def to_wire(self) -> dict[str, np.ndarray]:
         """Arrays of the HTTP API mesh npz (DESIGN.md §4)."""

@@ -159,8 +159,7 @@ def extract_mesh_coarse_to_fine(
                                                        voxel_size=voxel_size, threshold=threshold, levels=levels,
                                                        chunk=chunk)
             verts, faces = marching_cubes(volume, threshold, origin, voxel_size)
-            mesh = Mesh(vertices=verts, faces=faces)
-            mesh.evaluated_points = evaluated  # type: ignore[attr-defined]
+            mesh = Mesh(vertices=verts, faces=faces, network_points=evaluated)
             if colors and len(mesh.vertices):
                 mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk, torch)
     finally:

@@ -252,6 +252,7 @@ def test_coarse_to_fine_mesh_is_the_dense_mesh(demo_actor):
     iou = (full & mine).sum() / (full | mine).sum()
     assert iou >= 0.99
     assert evaluated < 0.5 * full.size
+    assert fast.network_points == evaluated  # the mesher reports the queries it took
 
 
 @pytest.mark.gpu
