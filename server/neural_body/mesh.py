@@ -138,10 +138,13 @@ def extract_mesh(
     threshold: float = THRESHOLD,
     colors: bool = True,
     chunk: int = QUERY_CHUNK,
-    encode: Callable[[SparseInput], list[torch.Tensor]] | None = None,
+    encode: Callable[[SparseInput], Any] | None = None,
+    surface: Callable[[Callable[[np.ndarray], np.ndarray], SparseInput], Mesh] | None = None,
 ) -> Mesh:
     """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres.
-    ``encode`` (default ``network.encode_sparse_voxels``) is called inside the batch-statistics block."""
+    ``encode`` (default ``network.encode_sparse_voxels``) is called inside the batch-statistics block; ``surface``
+    (default: the dense grid over the posed box, ``extract_mesh_from_density``) turns the density function of world
+    points into the mesh (the fast path passes its coarse-to-fine grid)."""
     device = network.c.weight.device
     sparse_input = sparse_input.to(device)
     was_training = network.training
@@ -154,8 +157,11 @@ def extract_mesh(
                 wpts = torch.from_numpy(points).to(device)
                 return network.calculate_density(wpts, volumes, sparse_input)[:, 0].float().cpu().numpy()
 
-            mesh = extract_mesh_from_density(density, sparse_input.world_bounds.cpu().numpy(),
-                                              voxel_size=voxel_size, threshold=threshold, chunk=chunk)
+            if surface is None:
+                mesh = extract_mesh_from_density(density, sparse_input.world_bounds.cpu().numpy(),
+                                                  voxel_size=voxel_size, threshold=threshold, chunk=chunk)
+            else:
+                mesh = surface(density, sparse_input)
             if colors and len(mesh.vertices):
                 mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk, torch)
     finally:

@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from server.neural_body.batchnorm_mode import batch_statistics
 from server.neural_body.feature_tables import FeatureTables
-from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, _vertex_colors, grid_axes, marching_cubes
+from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, extract_mesh, grid_axes, marching_cubes
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
 from server.neural_body.sparse_input import SparseInput
@@ -135,33 +134,21 @@ def extract_mesh_coarse_to_fine(
 ) -> Mesh:
     """``mesh.extract_mesh``'s surface from far fewer network queries (see the module docstring)."""
     device = network.c.weight.device
-    sparse_input = sparse_input.to(device)
+    occupancy = (occupancy or body_occupancy(sparse_input.to(device), margin)).to(device)
 
     def encode_tables(s: SparseInput) -> FeatureTables:
         return FeatureTables.from_levels(network.encode_sparse_levels(s))
 
-    occupancy = (occupancy or body_occupancy(sparse_input, margin)).to(device)
-    was_training = network.training
-    network.eval()
-    try:
-        with torch.no_grad(), batch_statistics(network):
-            volumes = (encode or encode_tables)(sparse_input)
+    def surface(density: Callable[[np.ndarray], np.ndarray], posed: SparseInput) -> Mesh:
+        def inside(points: np.ndarray) -> np.ndarray:
+            wpts = torch.from_numpy(points).to(device)
+            return occupancy.contains(posed.world_to_smpl(wpts)).cpu().numpy()
 
-            def density(points: np.ndarray) -> np.ndarray:
-                wpts = torch.from_numpy(points).to(device)
-                return network.calculate_density(wpts, volumes, sparse_input)[:, 0].float().cpu().numpy()
+        volume, origin, evaluated = density_levels(density, inside, posed.world_bounds.cpu().numpy(),
+                                                   voxel_size=voxel_size, threshold=threshold, levels=levels,
+                                                   chunk=chunk)
+        verts, faces = marching_cubes(volume, threshold, origin, voxel_size)
+        return Mesh(vertices=verts, faces=faces, network_points=evaluated)
 
-            def inside(points: np.ndarray) -> np.ndarray:
-                wpts = torch.from_numpy(points).to(device)
-                return occupancy.contains(sparse_input.world_to_smpl(wpts)).cpu().numpy()
-
-            volume, origin, evaluated = density_levels(density, inside, sparse_input.world_bounds.cpu().numpy(),
-                                                       voxel_size=voxel_size, threshold=threshold, levels=levels,
-                                                       chunk=chunk)
-            verts, faces = marching_cubes(volume, threshold, origin, voxel_size)
-            mesh = Mesh(vertices=verts, faces=faces, network_points=evaluated)
-            if colors and len(mesh.vertices):
-                mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk, torch)
-    finally:
-        network.train(was_training)
-    return mesh
+    return extract_mesh(network, sparse_input, latent_index, voxel_size=voxel_size, threshold=threshold,
+                        colors=colors, chunk=chunk, encode=encode or encode_tables, surface=surface)
