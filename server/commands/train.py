@@ -2,8 +2,9 @@
 
 The original recipe (see server/neural_body/train.py): 1024 rays per step, 64 samples per ray, Adam with the lr
 decaying tenfold over 1000 epochs of 500 iterations. Checkpoints are written to ``OUT.train/latest.pt`` every
-``--save-every`` steps; ``--resume`` continues from there. Multi-GPU: ``torchrun --nproc_per_node N -m server train
-...`` (each rank draws its own image, gradients are averaged, rank 0 writes).
+``--save-every`` steps; ``--resume`` continues from there. Several processes (GPUs, or CPU processes with gloo):
+``torchrun --nproc_per_node N -m server train ...``: the ``--rays`` of a step are split across the processes (the
+same step as one process with the same ``--rays``), gradients are averaged, rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT.train/latest.pt")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--rays", type=int, default=None,
-                        help=f"rays per step per GPU (default {OCCUPANCY_RAYS} with the occupancy sampler, which "
-                             f"spends the samples it skips on more rays; {DEFAULTS.rays} with the box sampler, the "
-                             "original's)")
+                        help=f"rays per step (default {OCCUPANCY_RAYS} with the occupancy sampler, which spends "
+                             f"the samples it skips on more rays; {DEFAULTS.rays} with the box sampler, the "
+                             "original's); under torchrun split evenly across the processes, so it must be divisible "
+                             "by their number")
     parser.add_argument("--samples", type=int, default=DEFAULTS.n_samples,
                         help=f"samples per ray ({DEFAULTS.n_samples})")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"initial learning rate ({DEFAULTS.lr})")
@@ -151,7 +153,7 @@ def _train(args: argparse.Namespace, rank: int, world_size: int, device: Any) ->
               f"{f' x {world_size} processes' if world_size > 1 else ''}")
     result = trainer.run()
     if rank == 0:
-        info = {"iterations": result.step, "rays_per_step": args.rays * world_size, "samples": args.samples,
+        info = {"iterations": result.step, "rays_per_step": args.rays, "samples": args.samples,
                 "mask_loss": args.mask_loss, "sampler": args.sampler, "train_seconds": round(trainer.train_seconds, 1),
                 "world_size": world_size, "seconds_this_run": round(result.seconds, 1),
                 "final_loss": result.losses[-1] if result.losses else None}

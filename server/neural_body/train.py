@@ -6,11 +6,20 @@ training frame seen from a random training camera; half the rays on the body, ha
 values clipped to 40, lr = 5e-4·0.1^(epoch/1000) with 500 iterations per epoch, BatchNorm in training mode.
 The original trains 200k iterations (400 epochs) on 4 GPUs.
 
-Checkpoints (network + optimizer + scheduler + step + random states) are written atomically to
-``ACTOR_DIR.train/latest.pt`` every ``--save-every`` steps; ``--resume`` continues from there. At the end the actor
-folder (model.pt, actor.json, motion.npz, shapes.npy) is written. Multi-GPU: launch with ``torchrun
---nproc_per_node N -m server train ...``; each rank draws its own image, gradients are averaged
-(DistributedDataParallel) and rank 0 writes.
+The randomness of step k (the frame, the view, the rays, the stratified jitter and the occupancy sampler's outside
+samples) is drawn from generators seeded with (seed, k) alone, for the whole batch and before rendering.
+
+Checkpoints (network + optimizer + scheduler + step + seed) are written atomically to ``ACTOR_DIR.train/latest.pt``
+every ``--save-every`` steps; ``--resume`` continues from there, drawing exactly what the uninterrupted run would
+have drawn. At the end the actor folder (model.pt, actor.json, motion.npz, shapes.npy) is written.
+
+Several processes (data parallel): ``torchrun --nproc_per_node N -m server train ...`` (gloo on the CPU, nccl on
+GPUs). Every rank draws the same frame, view and ``rays`` rays of a step with the same random numbers and renders
+its contiguous share of ``rays / N`` of them (``rays`` must be divisible by N); the sparse-conv encoding, and so its
+BatchNorm statistics, is that of the same frame on every rank. Each rank's loss is the mean over its share and
+DistributedDataParallel averages the gradients, so a step equals the single-process step over all ``rays`` rays (up
+to float summation order); the logged loss is the mean over the ranks. Rank 0 alone writes the log, the checkpoints
+(the others wait at a barrier) and the actor; ``--resume`` loads the checkpoint on every rank.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from server.neural_body.occupancy import Occupancy, body_occupancy
 from server.neural_body.ray_sampling import sample_rays
 from server.neural_body.rays import get_rays
 from server.neural_body.sparse_input import ZJU_PADDING, SparseInput, prepare_sparse_input
-from server.neural_body.volume_renderer import render_image, render_rays
+from server.neural_body.volume_renderer import RayNoise, render_image, render_rays
 
 GAMMA = 0.1
 GRAD_CLIP_VALUE = 40.0
@@ -197,22 +206,22 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
 
         def forward(self, sparse_input: SparseInput, ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor,
                     far: torch.Tensor, latent_index: int, rgb: torch.Tensor,
-                    alpha: torch.Tensor | None = None,
-                    occupancy: Occupancy | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    alpha: torch.Tensor | None = None, occupancy: Occupancy | None = None,
+                    noise: RayNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
             if occupancy is None:  # the original: dense volumes, every sample of the box
                 volumes = self.network.encode_sparse_voxels(sparse_input)
             else:  # the fast path's sampler: feature tables (same values, no densifying), occupied samples only
                 volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input))
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
-                              n_samples=n_samples, perturb=True, occupancy=occupancy, outside_share=outside_share)
+                              n_samples=n_samples, perturb=True, occupancy=occupancy, outside_share=outside_share,
+                              noise=noise)
+            # Means over this process's rays: with equal shares, DDP's gradient average is the full batch's gradient.
             colour = torch.mean((out.rgb_map - rgb) ** 2)
             if mask_loss > 0.0 and alpha is not None:
                 return colour + mask_loss * torch.mean((out.opacity_map - alpha) ** 2), colour
             return colour, colour
 
     return RenderLoss()
-
-
 
 
 @dataclass
@@ -232,6 +241,9 @@ class Trainer:
         self.device = device
         self.config = config
         self.rank, self.world_size = rank, world_size
+        if config.rays % world_size:
+            raise ValueError(f"--rays {config.rays} must be divisible by the number of processes ({world_size}): "
+                             "each renders an equal share of a step's rays")
         self.checkpoint_dir = checkpoint_dir
         self.data = TrainingData(dataset, device, cache_mb=config.cache_mb)
         torch.manual_seed(config.seed)  # same initial weights on every rank
@@ -247,9 +259,7 @@ class Trainer:
         self.scheduler = EpochExponentialLR(self.optimizer, decay_epochs=config.decay_iters / config.epoch_iters)
         self.step = 0
         self.train_seconds = 0.0  # training wall-clock over every run of this checkpoint (evaluations excluded)
-        self.rng = np.random.default_rng([config.seed, rank])
-        self.generator_seed = config.seed * 1000 + rank
-        torch.manual_seed(self.generator_seed)  # per-rank stream for the stratified jitter
+        self.seed = config.seed  # with the step, all a step draws depends on (a checkpoint keeps it)
         self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share)
         if world_size > 1:
             ids = [device.index] if device.type == "cuda" else None
@@ -262,11 +272,21 @@ class Trainer:
         return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``latest.pt`` atomically (rank 0 only); returns its path."""
+        """Write ``latest.pt`` atomically (rank 0 only; with several processes every rank calls this and waits until
+        it is written); returns its path on rank 0."""
         path = self.checkpoint_path
-        if path is None or self.rank != 0:
+        if path is None:
             return None
+        if self.rank == 0:
+            self._write_checkpoint(path)
+        if self.world_size > 1:
+            dist.barrier()
+        return path if self.rank == 0 else None
+
+    def _write_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # atomic_path's temp file of a killed earlier run
+            stale.unlink(missing_ok=True)
         state = {
             "format": CHECKPOINT_FORMAT,
             "net": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
@@ -276,11 +296,10 @@ class Trainer:
             "epoch": self.step // self.config.epoch_iters,
             "sizes": [self.network.num_vertices, self.network.num_train_frames],
             "dataset": str(self.dataset.root),
-            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "seed": self.seed,
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
-        return path
 
     def load_checkpoint(self, path: Path) -> None:
         try:
@@ -300,11 +319,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["recorder"]["step"])
         self.train_seconds = float(state["recorder"].get("train_seconds", 0.0))
-        if self.rank == 0 and "rng" in state:
-            self.rng.bit_generator.state = state["rng"]["numpy"]
-            torch.set_rng_state(state["rng"]["torch"])
-        else:  # other ranks: a fresh stream that differs from the first run's
-            self.rng = np.random.default_rng([self.config.seed, self.rank, self.step])
+        # The run's seed, not --seed: a resumed run draws what the uninterrupted one would have. (Checkpoints of
+        # earlier versions kept generator states instead; they continue with --seed.)
+        self.seed = int(state.get("seed", self.seed))
 
     def init_from_actor(self, actor_dir: Path) -> None:
         """Start from a trained actor's weights (a fresh optimizer; the step count and the lr schedule continue from
@@ -345,29 +362,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train_step(self) -> float:
-        frame = int(self.data.frames[self.rng.integers(len(self.data.frames))])
-        view = int(self.data.views[self.rng.integers(len(self.data.views))])
+    def step_generators(self, step: int) -> tuple[np.random.Generator, torch.Generator]:
+        """The random streams of ``step``: numpy's for the frame, view and rays, torch's (CPU) for the per-sample
+        numbers. Seeded from (seed, step) alone: the same on every rank, and the same after a resume."""
+        rng = np.random.default_rng([self.seed, step])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return rng, generator
+
+    def _step_inputs(self) -> tuple[Any, ...]:
+        """The loss module's arguments for this step: this rank's contiguous share of the step's rays."""
+        cfg = self.config
+        rng, generator = self.step_generators(self.step)
+        frame = int(self.data.frames[rng.integers(len(self.data.frames))])
+        view = int(self.data.views[rng.integers(len(self.data.views))])
         image, mask = self.data.image_and_mask(frame, view)
         sparse_input = self.data.sparse_input(frame)
         cam = self.dataset.cameras[view]
         batch = sample_rays(image, mask, self.data.rays(view), cam.K, cam.R, cam.T,
-                            sparse_input.world_bounds.cpu().numpy(), self.config.rays, self.rng)
+                            sparse_input.world_bounds.cpu().numpy(), cfg.rays, rng)
+        occupancy = self.data.occupancy(frame, cfg.occupancy_margin) if cfg.sampler == "occupancy" else None
+        # Drawn for the whole batch, then sliced: a ray gets the same numbers whichever rank renders it.
+        noise = RayNoise.draw(cfg.rays, cfg.n_samples, generator,
+                              outside=occupancy is not None and cfg.outside_share > 0.0)
+        share = cfg.rays // self.world_size
+        rows = slice(self.rank * share, (self.rank + 1) * share)
+        pixels = batch.pixels[rows]
+        alpha = torch.from_numpy((mask[pixels[:, 0], pixels[:, 1]] == 1).astype(np.float32))
         dev = self.device
-        alpha = torch.from_numpy((mask[batch.pixels[:, 0], batch.pixels[:, 1]] == 1).astype(np.float32)).to(dev)
-        occupancy = (self.data.occupancy(frame, self.config.occupancy_margin)
-                     if self.config.sampler == "occupancy" else None)
-        loss, colour = self.loss_module(sparse_input, batch.ray_o.to(dev), batch.ray_d.to(dev), batch.near.to(dev),
-                                        batch.far.to(dev), self.dataset.latent_index(frame), batch.rgb.to(dev), alpha,
-                                        occupancy)
+        return (sparse_input, batch.ray_o[rows].to(dev), batch.ray_d[rows].to(dev), batch.near[rows].to(dev),
+                batch.far[rows].to(dev), self.dataset.latent_index(frame), batch.rgb[rows].to(dev), alpha.to(dev),
+                occupancy, noise.rows(rows.start, rows.stop).to(dev))
+
+    def train_step(self) -> float:
+        """One optimisation step; returns the colour MSE over the step's rays (all ranks' mean)."""
+        loss, colour = self.loss_module(*self._step_inputs())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP: the gradients are averaged over the ranks here
         torch.nn.utils.clip_grad_value_(self.network.parameters(), GRAD_CLIP_VALUE)
         self.optimizer.step()
         self.step += 1
         if self.step % self.config.epoch_iters == 0:
             self.scheduler.step()
-        return float(colour.detach())  # the colour MSE (what PSNR is computed from), whatever else the loss holds
+        return self._mean_over_ranks(colour.detach())  # the colour MSE (what PSNR is computed from)
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        if self.world_size > 1:
+            value = value.clone()
+            dist.all_reduce(value)  # sum; every rank gets it, so every rank sees the same (non-finite) loss
+            value = value / self.world_size
+        return float(value)
 
     def run(self) -> TrainResult:
         cfg = self.config
@@ -375,7 +418,7 @@ class Trainer:
         start = time.perf_counter()
         bar = tqdm(total=cfg.iters, initial=self.step, desc="train", unit="it", dynamic_ncols=True,
                    disable=not cfg.progress or self.rank != 0)
-        checkpoint = None
+        checkpoint, saved_step = None, -1
         window: list[float] = []
         eval_seconds = 0.0  # held-out evaluations are not training time
         run_start_seconds = self.train_seconds
@@ -402,10 +445,10 @@ class Trainer:
                     self._log(record)
                     window.clear()
                 if cfg.save_every > 0 and self.step % cfg.save_every == 0:
-                    checkpoint = self.save_checkpoint()
+                    checkpoint, saved_step = self.save_checkpoint(), self.step
         finally:
             bar.close()
-        if self.step != 0:
+        if self.step != 0 and saved_step != self.step:
             checkpoint = self.save_checkpoint() or checkpoint
         return TrainResult(step=self.step, losses=losses, seconds=time.perf_counter() - start, checkpoint=checkpoint)
 

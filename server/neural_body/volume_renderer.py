@@ -2,14 +2,17 @@
 
 Ray level (differentiable; used by training):
 
-- ``sample_depths(near (R,), far (R,), n_samples=64, *, perturb=False, generator=None) -> z_vals (R,S)``:
+- ``sample_depths(near (R,), far (R,), n_samples=64, *, perturb=False, generator=None, uniforms=None) -> z_vals (R,S)``:
   linear in camera z-depth; stratified jitter when ``perturb``.
 - ``raw2outputs(raw (R,S,4), z_vals (R,S), ray_d (R,3), *, white_bkgd=False) -> RayOutputs``:
   rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended, weights with +1e-10 cumprod.
 - ``render_rays(network, volumes, sparse_input, ray_o (R,3), ray_d (R,3), near (R,), far (R,), latent_index, *,
-  n_samples=64, perturb=False, chunk=2048) -> RayOutputs``: ``perturb`` only takes effect while
-  ``network.training`` (as the original). ``volumes = network.encode_sparse_voxels(sparse_input)``, encoded once per
-  image / training step.
+  n_samples=64, perturb=False, chunk=2048, occupancy=None, outside_share=0, noise=None) -> RayOutputs``: ``perturb``
+  only takes effect while ``network.training`` (as the original). ``volumes = network.encode_sparse_voxels(
+  sparse_input)``, encoded once per image / training step.
+- ``RayNoise.draw(R, S, generator, outside=False)``: the random numbers of a ray batch drawn up front (the stratified
+  jitter, the occupancy sampler's choice of outside samples); ``render_rays(..., noise=noise.rows(a, b))`` renders
+  rays a..b exactly as they would be rendered within the whole batch (data-parallel training splits a batch so).
 - ``RayOutputs``: ``rgb_map (R,3)``, ``acc_map (R,)``, ``depth_map (R,)`` (Σ w·z: camera z-depth in metres),
   ``weights (R,S)``; also readable as ``out["rgb_map"]``.
 
@@ -76,16 +79,43 @@ class ImageRender:
     surface_depth: np.ndarray | None = None  # (H,W) float32
 
 
+@dataclass
+class RayNoise:
+    """The random numbers of a ray batch, drawn before rendering: ``jitter`` (R,S) uniforms place the stratified
+    samples within their bins, ``outside`` (R,S) uniforms (or None) pick the occupancy sampler's outside samples
+    (those below ``outside_share``). A ray's samples then depend only on its own row, not on the chunking or on
+    which process renders it."""
+
+    jitter: torch.Tensor
+    outside: torch.Tensor | None = None
+
+    @classmethod
+    def draw(cls, n_rays: int, n_samples: int, generator: torch.Generator, *, outside: bool = False) -> RayNoise:
+        """Uniforms on the generator's device, jitter first, then (if ``outside``) the outside choice."""
+        device = generator.device
+        jitter = torch.rand((n_rays, n_samples), generator=generator, device=device)
+        picks = torch.rand((n_rays, n_samples), generator=generator, device=device) if outside else None
+        return cls(jitter, picks)
+
+    def rows(self, start: int, stop: int) -> RayNoise:
+        return RayNoise(self.jitter[start:stop], None if self.outside is None else self.outside[start:stop])
+
+    def to(self, device: torch.device | str) -> RayNoise:
+        return RayNoise(self.jitter.to(device), None if self.outside is None else self.outside.to(device))
+
+
 def sample_depths(near: torch.Tensor, far: torch.Tensor, n_samples: int = N_SAMPLES, *, perturb: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """(R,) near/far → (R,S) sample depths, linear between them; jittered within their bins when ``perturb``."""
+                  generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) near/far → (R,S) sample depths, linear between them; jittered within their bins when ``perturb`` (by
+    ``uniforms`` (R,S) when given, else by fresh ones from ``generator``)."""
     t = torch.linspace(0.0, 1.0, n_samples, device=near.device, dtype=near.dtype)
     z = near[:, None] * (1.0 - t) + far[:, None] * t
     if perturb:
         mids = 0.5 * (z[:, 1:] + z[:, :-1])
         upper = torch.cat([mids, z[:, -1:]], dim=1)
         lower = torch.cat([z[:, :1], mids], dim=1)
-        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        u = (uniforms.to(z.dtype) if uniforms is not None
+             else torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype))
         z = lower + (upper - lower) * u
     return z
 
@@ -117,8 +147,8 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
 def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                   ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                   latent_index: int | torch.Tensor, n_samples: int, perturb: bool,
-                  occupancy: Occupancy | None, outside_share: float) -> RayOutputs:
-    z_vals = sample_depths(near, far, n_samples, perturb=perturb)
+                  occupancy: Occupancy | None, outside_share: float, noise: RayNoise | None) -> RayOutputs:
+    z_vals = sample_depths(near, far, n_samples, perturb=perturb, uniforms=None if noise is None else noise.jitter)
     pts = ray_o[:, None] + ray_d[:, None] * z_vals[..., None]  # (R,S,3) world
     viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
     viewdir = viewdir[:, None].expand_as(pts)
@@ -129,7 +159,9 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
         # Samples outside the body's occupancy are empty: raw = 0 gives density relu(0) = 0, so they add nothing.
         keep = occupancy.contains(sparse_input.world_to_smpl(pts))
         if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
-            keep = keep | (torch.rand(keep.shape, device=keep.device) < outside_share)
+            picks = (noise.outside if noise is not None and noise.outside is not None
+                     else torch.rand(keep.shape, device=keep.device))
+            keep = keep | (picks < outside_share)
         rows = torch.nonzero(keep.reshape(-1))[:, 0]
         values = network.calculate_density_color(pts.reshape(-1, 3)[rows], viewdir.reshape(-1, 3)[rows], volumes,
                                                  sparse_input, latent_index)
@@ -140,14 +172,19 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
 def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                 ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                 latent_index: int | torch.Tensor, *, n_samples: int = N_SAMPLES, perturb: bool = False,
-                chunk: int = CHUNK, occupancy: Occupancy | None = None, outside_share: float = 0.0) -> RayOutputs:
+                chunk: int = CHUNK, occupancy: Occupancy | None = None, outside_share: float = 0.0,
+                noise: RayNoise | None = None) -> RayOutputs:
     """Render R rays (all assumed to hit the box) in chunks of ``chunk`` rays → ``RayOutputs``. With ``occupancy``
     only the samples inside it (and a random ``outside_share`` of the others) reach the network; the others are
-    empty: the training sampler of the fast path."""
+    empty: the training sampler of the fast path. ``noise`` (R rows of S) supplies the random numbers; without it
+    they come from torch's global generator."""
+    if noise is not None and tuple(noise.jitter.shape) != (ray_o.shape[0], n_samples):
+        raise ValueError(f"noise has shape {tuple(noise.jitter.shape)}; expected ({ray_o.shape[0]}, {n_samples})")
     jitter = bool(perturb) and network.training
     parts = [
         _render_chunk(network, volumes, sparse_input, ray_o[i:i + chunk], ray_d[i:i + chunk], near[i:i + chunk],
-                      far[i:i + chunk], latent_index, n_samples, jitter, occupancy, outside_share)
+                      far[i:i + chunk], latent_index, n_samples, jitter, occupancy, outside_share,
+                      None if noise is None else noise.rows(i, i + chunk))
         for i in range(0, ray_o.shape[0], chunk)
     ]
     if not parts:
