@@ -1,24 +1,27 @@
 """The fast path of the renderer: the reference's rays, sample depths and quadrature, evaluated only where the body is.
 
 ``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=8, stop_transmittance=1e-4, min_weight=1e-5,
-chunk_points=65536, precision="fp32")`` implements ``volume_renderer.ImageRenderer``:
+chunk_points=65536, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS)`` implements
+``volume_renderer.ImageRenderer``:
 
 1. the same rays and the same 64 sample depths as ``ReferenceRenderer`` (so ``raw2outputs``' quadrature applies
    unchanged, including the 1e10 interval of the last sample);
 2. samples outside the pose's ``Occupancy`` count as empty (density 0) and never reach the network; rays with no
-   occupied sample are empty without any work;
+   occupied sample are empty without any work. With ``refine`` the body occupancy is first narrowed by one density
+   query per cell (``occupancy.refine_by_density``: cells near a positive density only), once per pose;
 3. the rays are marched in segments of ``segment`` samples: the occupied samples of every ray still visible
    (transmittance > ``stop_transmittance``) are compacted into large batches for the density network; a ray stops
    once its transmittance falls below the threshold (what it would still add is bounded by it);
 4. the colour head runs only for samples whose weight exceeds ``min_weight``.
 
 Skipping a sample is exactly the reference with zero density there, so the only differences are the density the
-network puts outside the occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
+network puts outside the (refined) occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
 
 ``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower).
 The pose's features come as ``FeatureTables`` (the sparse-conv levels' active sites and an index grid, instead of
 the reference's dense volumes: the same trilinear values, without densifying ~150 MB per pose).
-``features(network, sparse_input)`` and ``occupancy(network, sparse_input)`` are the hooks a cache overrides.
+``features(network, sparse_input)``, ``occupancy(network, sparse_input)`` and ``refined_occupancy(network,
+sparse_input, occupancy, tables)`` are the hooks a cache overrides.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from server.neural_body.config import PRECISIONS
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
-from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
+from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_by_density
 from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import FAR_DIST, N_SAMPLES, ImageRender, sample_depths
@@ -53,6 +56,8 @@ class FastRenderer:
     min_weight: float = 1e-5
     chunk_points: int = 65536
     precision: str = "fp32"
+    refine: bool = True
+    refine_dilations: tuple[int, ...] = DEFAULT_DILATIONS
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -69,6 +74,13 @@ class FastRenderer:
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return body_occupancy(sparse_input, self.margin)
 
+    def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
+                          tables: FeatureTables) -> Occupancy:
+        refined = refine_by_density(occupancy, lambda pts: self._sigma(network, tables, sparse_input, pts),
+                                    self.refine_dilations)
+        self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + refined.probes
+        return refined
+
     # ------------------------------------------------------------------ image
 
     def render(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int,
@@ -79,7 +91,8 @@ class FastRenderer:
         near, far, mask = near_far(sparse_input.world_bounds, ray_o, ray_d)
         names = ("rgb", "acc", "depth", "opacity", "inner_rgb", "inner_depth")
         image = {n: torch.zeros((height, width, 3) if "rgb" in n else (height, width), device=device) for n in names}
-        self.last_stats = {"box_rays": int(mask.sum()), "occupied_rays": 0, "density_points": 0, "color_points": 0}
+        self.last_stats = {"box_rays": int(mask.sum()), "occupied_rays": 0, "density_points": 0, "color_points": 0,
+                           "probe_points": 0}
         self._fused_key = None  # weights may have changed since the last image
         if bool(mask.any()):
             occupancy = self.occupancy(network, sparse_input).to(device)
@@ -93,11 +106,16 @@ class FastRenderer:
                 pts = o[sl, None] + d[sl, None] * z[..., None]  # (R,S,3) world
                 pts_smpl = sparse_input.world_to_smpl(pts)
                 occupied = occupancy.contains(pts_smpl)  # (R,S)
+                if not bool(occupied.any()):
+                    continue
+                if volumes is None:  # the pose's first occupied ray: encode (and refine) now, not for empty views
+                    volumes = self.features(network, sparse_input)
+                    if self.refine:
+                        occupancy = self.refined_occupancy(network, sparse_input, occupancy, volumes).to(device)
+                        occupied = occupancy.contains(pts_smpl)
                 hit = occupied.any(dim=1)
                 if not bool(hit.any()):
                     continue
-                if volumes is None:
-                    volumes = self.features(network, sparse_input)
                 out = self._march(network, volumes, sparse_input, latent_index, pts[hit], pts_smpl[hit], d[sl][hit],
                                   z[hit], occupied[hit])
                 target = rows[sl][hit]
@@ -190,6 +208,16 @@ class FastRenderer:
                 sigmas.append(network.density_head(net)[:, 0].float())
                 trunks.append(net)
         return torch.cat(sigmas), torch.cat(trunks)
+
+    def _sigma(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
+               pts_smpl: torch.Tensor) -> torch.Tensor:
+        """(N,3) SMPL-frame points → raw density (N,), in chunks (the trunk outputs are not kept)."""
+        sigmas = []
+        with self._autocast(pts_smpl.device):
+            for i in range(0, pts_smpl.shape[0], self.chunk_points):
+                feats = volumes.features_at(smpl_grid_coords(pts_smpl[i:i + self.chunk_points], sparse_input))
+                sigmas.append(network.density_head(network.trunk(feats))[:, 0].float())
+        return torch.cat(sigmas) if sigmas else pts_smpl.new_zeros((0,))
 
     def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
                 latent_index: int) -> torch.Tensor:

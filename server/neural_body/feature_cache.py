@@ -14,7 +14,7 @@ and a pose that only moves (Th) voxelises to the same SMPL-frame voxels and reus
   pose's ``Occupancy``.
 - ``CachedRenderer(cache=..., owner=...)``: a ``ReferenceRenderer`` that takes the volumes from the cache; pixels
   are bit-for-bit those of ``ReferenceRenderer`` (same ops, same order). ``CachedFastRenderer`` is the same for the
-  ``FastRenderer`` (feature tables and occupancy from the cache).
+  ``FastRenderer`` (feature tables, occupancy and density-refined occupancy from the cache).
 """
 
 from __future__ import annotations
@@ -173,3 +173,12 @@ class CachedFastRenderer(FastRenderer):
 
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return cached_occupancy(self.cache, self.owner, network, sparse_input, self.margin)
+
+    def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
+                          tables: FeatureTables) -> Occupancy:
+        # The density depends on the voxelised body only (not on the appearance code): one probe per pose.
+        kind = f"refined:{self.margin!r}:{self.refine_dilations}"
+        refined = self.cache.get(_key(self.owner, network, sparse_input, kind), self.owner,
+                                 lambda: super(CachedFastRenderer, self).refined_occupancy(
+                                     network, sparse_input, occupancy, tables), counted=False)
+        return refined.anchored_at(sparse_input)

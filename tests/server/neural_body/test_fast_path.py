@@ -16,7 +16,7 @@ import torch
 
 from neural_human_addon.core.camera import look_at_extrinsics
 from server.neural_body.fast_renderer import FastRenderer, fused_feature_latent
-from server.neural_body.occupancy import body_occupancy
+from server.neural_body.occupancy import body_occupancy, refine_by_density
 from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import ImageRender, raw2outputs, render_image, render_rays, sample_depths
 from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
@@ -111,6 +111,58 @@ def test_occupancy_holds_the_body_its_margin_and_interior_only():
     assert bool(shifted.contains(moved.world_to_smpl(torch.from_numpy(verts + 0.4))).all())
     with pytest.raises(ValueError, match="margin"):
         body_occupancy(sparse, margin=-1.0)
+
+
+def test_refine_by_density_keeps_the_cells_near_density_coarse_to_fine():
+    verts = ellipsoid_body(2000)
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    occ = body_occupancy(sparse, margin=0.05)
+    centre, radius = sparse.world_to_smpl(torch.from_numpy(verts)).mean(dim=0), 0.08
+    queried = []
+
+    def density(pts: torch.Tensor) -> torch.Tensor:  # a ball of density inside the body
+        queried.append(pts.shape[0])
+        return radius - torch.linalg.norm(pts - centre, dim=1)
+
+    refined = refine_by_density(occ, density, (2, 1))
+    assert refined.cell_size == occ.cell_size / 2 and refined.probes == sum(queried)
+    assert queried[0] == int(occ.grid.sum()) and queried[1] < queried[0] * 8
+    inside = centre + (torch.rand(5000, 3) * 2 - 1) * radius
+    inside = inside[torch.linalg.norm(inside - centre, dim=1) < radius]
+    assert bool(refined.contains(inside).all())
+    # nothing farther than one fine cell (plus the cells' diagonals) from the ball, nothing outside the occupancy
+    probes = centre + (torch.rand(20000, 3) * 2 - 1) * 0.5
+    far = torch.linalg.norm(probes - centre, dim=1) > radius + (1 + 2 * math.sqrt(3)) * refined.cell_size
+    assert int(far.sum()) > 1000 and not bool(refined.contains(probes[far]).any())
+    assert not bool((refined.contains(probes) & ~occ.contains(probes)).any())
+    assert not bool(refine_by_density(occ, lambda p: -torch.ones(p.shape[0]), (2, 1)).grid.any())
+    with pytest.raises(ValueError, match="dilations"):
+        refine_by_density(occ, density, ())
+
+
+@pytest.mark.slow
+def test_refined_occupancy_keeps_every_sample_with_density_on_the_demo_actor(demo_actor):
+    """Along every ray of a new view of a new pose, the samples the refined occupancy drops have no density."""
+    from server.neural_body.rays import get_rays, near_far
+
+    verts, rh, th = posed_body(demo_actor, 50, bend=True)
+    sparse = prepare_sparse_input(verts, rh, th)
+    K, R, T = camera_around(verts, 2.2)
+    renderer = FastRenderer()
+    with torch.no_grad():
+        tables = renderer.features(demo_actor.network, sparse)
+        occ = renderer.occupancy(demo_actor.network, sparse)
+        refined = renderer.refined_occupancy(demo_actor.network, sparse, occ, tables)
+        ray_o, ray_d = get_rays(H, W, K, R, T)
+        near, far, mask = near_far(sparse.world_bounds, ray_o, ray_d)
+        z = sample_depths(near[mask], far[mask], 64)
+        pts = sparse.world_to_smpl(ray_o[mask][:, None] + ray_d[mask][:, None] * z[..., None]).reshape(-1, 3)
+        pts = pts[occ.contains(pts)]
+        sigma = renderer._sigma(demo_actor.network, tables, sparse, pts)
+    kept = refined.contains(pts)
+    assert int((sigma > 0).sum()) > 1000
+    assert not bool(((sigma > 0) & ~kept).any())
+    assert float(kept.float().mean()) < 0.6  # most of the body occupancy's samples are skipped
 
 
 # ---------------------------------------------------------------------------------------------------- renderer
