@@ -11,7 +11,7 @@ Memory: actors load on first use and stay loaded; before one loads, the least re
 memory is below --min-free-gpu-mb plus the new actor's weights. A render or mesh that runs out of GPU memory
 unloads every other actor, clears the feature cache and runs once more; if it fails again the answer is 503.
 
-Ray farm (optional package ``ray``: pip install 'neural-human[farm]'): --ray auto|local|ADDRESS hands the jobs'
+Ray farm (optional package ``ray``: pip install ray==2.60.0): --ray auto|local|ADDRESS hands the jobs'
 frames to a pool of Ray workers (one per GPU of the cluster, or one per --ray-cpus-per-worker CPUs), each with its own
 loaded actors and feature cache; the HTTP API and the jobs folder stay as they are, and single-frame renders and
 meshes still run in this process. Every node needs this checkout and the --actors folder at the same paths (shared

@@ -31,19 +31,28 @@ import torch
 
 from server.inference.actor_registry import ActorRegistry
 from server.inference.jobs import FrameOutcome, FrameSpec, JobSpec, compute_frame, frame_error
+from server.inference.limits import DEFAULT_CACHE_MB, DEFAULT_MIN_FREE_GPU_MB
 from server.inference.model_queue import ModelQueue
 from server.neural_body.render_settings import DEFAULT_SETTINGS, RenderSettings
 
 try:
     import ray
-    from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import (
+        ActorUnavailableError,
+        NodeDiedError,
+        ObjectLostError,
+        RayActorError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
 
     LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError)  # the worker, not the frame, failed
 except ImportError:  # the optional extra is not installed
     ray = None
     LOST = ()
 
-RAY_MISSING = "the Ray farm needs the optional 'ray' package: pip install 'neural-human[farm]' or ray==2.60.0"
+RAY_MISSING = ("the Ray farm needs the optional 'ray' package: pip install ray==2.60.0 (the 'farm' extra of "
+               "pyproject.toml; make setup installs it)")
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds the server and neural_human_addon packages
 MAX_CHUNK = 16  # frames per chunk at most: long jobs still spread over every worker until their end
 
@@ -55,7 +64,12 @@ class FarmUnavailable(RuntimeError):
 
 
 class WorkerLost(Exception):
-    """A worker process or its node died (or its result was lost with the node) during a call."""
+    """A worker process or its node died (or its result was lost with the node) during a call; ``temporary``: Ray
+    is restarting it (or cannot reach it for now)."""
+
+    def __init__(self, message: str, temporary: bool = False):
+        super().__init__(message)
+        self.temporary = temporary
 
 
 @dataclass(frozen=True)
@@ -64,9 +78,9 @@ class WorkerConfig:
 
     actors_root: str
     device: str = "cpu"
-    cache_bytes: int = 0
+    cache_bytes: int = DEFAULT_CACHE_MB * 2**20
     max_loaded: int = 0
-    min_free_gpu_bytes: int = 0
+    min_free_gpu_bytes: int = DEFAULT_MIN_FREE_GPU_MB * 2**20
     settings: RenderSettings = DEFAULT_SETTINGS
     threads: int = 1  # torch CPU threads (the worker's Ray CPUs)
 
@@ -138,7 +152,9 @@ class RayPool:
         try:
             return ray.get(call)
         except LOST as err:
-            raise WorkerLost(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from err
+            text = str(err).strip()
+            raise WorkerLost(text.splitlines()[0] if text else type(err).__name__,
+                             temporary=isinstance(err, ActorUnavailableError)) from err
         except RayTaskError as err:  # raised outside FrameWorker.frame's own handling (e.g. unpickling the request)
             return None, f"the Ray worker failed: {type(err.cause).__name__}: {err.cause}"
 
@@ -168,7 +184,8 @@ class Farm:
         self.idle: list[int] = list(range(pool.size))
         self.reviving: dict[Any, int] = {}  # ping call -> worker, for workers lost and being restarted
         self.gone: set[int] = set()  # workers that could not be restarted
-        self.lost = 0  # worker losses seen (a figure for logs and tests)
+        self.lost = 0  # worker losses seen
+        self.computed = [0] * pool.size  # frames each worker answered (its share of the work)
         self._on_close = on_close
 
     def frames(self, req: JobSpec, cancelled: Callable[[], bool]) -> Iterator[FrameOutcome]:
@@ -186,6 +203,10 @@ class Farm:
         try:
             info = self.pool.result(call)
         except WorkerLost as err:
+            if err.temporary:  # still restarting: ask again a little later
+                time.sleep(0.5)
+                self.revive(worker)
+                return
             self.gone.add(worker)
             log.error("Ray worker %d could not be restarted and leaves the farm: %s", worker, err)
             return
@@ -251,6 +272,7 @@ class _JobRun:
             yield from self._lost(worker, task, err)
             return
         self.farm.idle.append(worker)
+        self.farm.computed[worker] += 1
         yield FrameOutcome(task.spec.frame, arrays, error)
 
     def _lost(self, worker: int, task: _Task, err: WorkerLost) -> Iterator[FrameOutcome]:
@@ -317,6 +339,17 @@ def plan_workers(resources: dict[str, float], workers: int | None, cpus: float, 
         raise FarmUnavailable(f"the Ray cluster has {cluster_cpus:g} CPUs and {cluster_gpus:g} GPUs: no room for one "
                               f"worker of {cpus:g} CPUs and {gpus:g} GPUs (see --ray-cpus-per-worker)")
     return FarmSize(workers, cpus, gpus)
+
+
+def available() -> bool:
+    """Whether the optional ray package is installed."""
+    return ray is not None
+
+
+def disconnect() -> None:
+    """Leave the Ray cluster (a local one stops)."""
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def connect(address: str, local_cpus: int | None = None) -> None:

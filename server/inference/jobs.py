@@ -419,6 +419,9 @@ class JobManager:
 
     def _store(self, job: Job, outcome: FrameOutcome) -> None:
         """One frame: its npz written atomically, then its frames.log line; errors are recorded, never raised."""
+        if outcome.frame in job.finished or outcome.frame in job.errors:  # an executor's slip must not write twice
+            log.warning("job %s: frame %d came twice; the second is ignored", job.id, outcome.frame)
+            return
         error = outcome.error
         if error is None:
             try:
