@@ -74,11 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="compute the jobs' frames on Ray workers: auto joins the cluster `ray start` runs on this "
                            "machine, ADDRESS (host:port) a remote head node, local starts a one-machine cluster "
                            "inside the server (default: no Ray, frames computed in this process)")
-    farm.add_argument("--ray-workers", type=int, default=None,
+    farm.add_argument("--ray-workers", type=int, default=None, metavar="N",
                       help="Ray workers (default: one per GPU of the cluster, or its CPUs // --ray-cpus-per-worker)")
-    farm.add_argument("--ray-cpus-per-worker", type=float, default=1.0,
+    farm.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="C",
                       help="CPUs each Ray worker reserves and uses as torch threads (default 1)")
-    farm.add_argument("--ray-gpus-per-worker", type=float, default=None,
+    farm.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="G",
                       help="GPUs each Ray worker reserves, fractions allowed (default: 1 on a cluster with GPUs, "
                            "else 0: CPU workers)")
 

@@ -172,8 +172,9 @@ class _Task:
 
 
 class Farm:
-    """A ``jobs.FrameExecutor`` over a pool. The workers' state (idle, restarting, gone) outlives each job: a worker
-    that Ray restarts rejoins whichever job runs when it answers its ping."""
+    """A ``jobs.FrameExecutor`` over a pool, driven by the job manager's one job thread (jobs run one after
+    another). The workers' state (idle, restarting, gone) outlives each job: a worker that Ray restarts rejoins
+    whichever job runs when it answers its ping."""
 
     def __init__(self, pool: Pool, *, max_attempts: int = 3, chunk_frames: int = MAX_CHUNK,
                  revive_timeout_s: float = 300.0, on_close: Callable[[], None] | None = None):

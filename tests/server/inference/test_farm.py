@@ -25,8 +25,18 @@ import torch
 from neural_human_addon.core.camera import PinholeCamera
 from neural_human_addon.core.wire import frame_file_name
 from server.commands.bench import framing_camera
+from server.inference import farm as farm_module
 from server.inference.actor_registry import ActorRegistry
-from server.inference.farm import Farm, WorkerConfig, WorkerLost, split_chunks, start_farm
+from server.inference.farm import (
+    Farm,
+    FarmUnavailable,
+    FrameWorker,
+    WorkerConfig,
+    WorkerLost,
+    plan_workers,
+    split_chunks,
+    start_farm,
+)
 from server.inference.jobs import FRAME_LOG, FrameSpec, JobManager, JobSpec, compute_frame
 from server.inference.limits import BUNDLED_ACTORS_DIR
 from server.inference.model_queue import ModelQueue
@@ -294,6 +304,27 @@ def test_cancel_starts_no_new_frame_and_keeps_those_in_flight():
         seen.append(outcome.frame)
     assert 3 <= len(seen) <= 4 and len(pool.submitted) == len(seen)  # what was in flight came out, nothing more
     assert sorted(farm.idle) == [0, 1]
+
+
+def test_workers_planned_from_the_cluster():
+    assert plan_workers({"CPU": 8.0}, None, 2.0, None) == farm_module.FarmSize(4, 2.0, 0.0)
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, 4.0, None) == farm_module.FarmSize(4, 4.0, 1.0)
+    assert plan_workers({"CPU": 32.0, "GPU": 4.0}, None, 1.0, 0.5).workers == 8
+    assert plan_workers({"CPU": 2.0}, 3, 1.0, None).workers == 3  # asked for: Ray queues what does not fit
+    with pytest.raises(FarmUnavailable, match="no room for one worker"):
+        plan_workers({"CPU": 1.0}, None, 2.0, None)
+
+
+def test_a_worker_without_the_actors_folder_says_so(tmp_path):
+    with pytest.raises(FarmUnavailable, match="same path"):
+        FrameWorker(WorkerConfig(str(tmp_path / "not-here")))
+
+
+def test_without_ray_the_farm_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(farm_module, "ray", None)
+    with pytest.raises(FarmUnavailable, match="pip install ray==2.60.0"):
+        start_farm("auto", WorkerConfig("/nowhere"))
+    assert not farm_module.available()
 
 
 def test_a_broken_executor_fails_the_job_and_the_manager_goes_on(tmp_path):
