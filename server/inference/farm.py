@@ -231,7 +231,9 @@ class _JobRun:
     def outcomes(self) -> Iterator[FrameOutcome]:
         while True:
             self._dispatch()
-            if not self.calls:
+            if self.calls:
+                self.stalled_since = None
+            else:
                 if self.cancelled() or not self._left():
                     return
                 stalled = self._stalled()
