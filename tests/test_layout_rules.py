@@ -5,6 +5,7 @@
 - only ``server/commands`` parses command lines (argparse);
 - the server imports only ``neural_human_addon.core`` of the add-on;
 - imports run down the list body/data -> neural_body -> inference -> http -> commands, never back up;
+- only ``server/inference/farm.py`` imports ray (an optional extra);
 - imports inside functions only in ``server/commands`` (where they keep ``--help`` fast), and command modules import
   no heavy library at their top.
 """
@@ -22,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BLENDER_MODULES = {"bpy", "mathutils", "bpy_extras", "addon_utils", "gpu", "bmesh", "_cycles", "bl_ui"}
 HTTP_STACK = {"fastapi", "starlette", "uvicorn", "httpx"}
-HEAVY = {"torch", "spconv", "bpy", "fastapi", "uvicorn", "scipy", "skimage", "mcubes", "smplx", "PIL", "tqdm"}
+HEAVY = {"torch", "spconv", "bpy", "fastapi", "uvicorn", "scipy", "skimage", "mcubes", "smplx", "PIL", "tqdm", "ray"}
 # server packages from the bottom up; a module may import its own level or a lower one
 LEVELS = {"server.errors": 0, "server.body": 1, "server.data": 1, "server.neural_body": 2, "server.inference": 3,
           "server.http": 4, "server.commands": 5}
@@ -118,6 +119,12 @@ def test_only_commands_parse_argv():
     assert not bad, _show(bad)
 
 
+def test_only_the_farm_imports_ray():
+    """ray is an optional extra: the single-machine server never imports it (serve imports the farm for --ray)."""
+    bad = [i for i in SERVER + ADDON if _top(i.target) == "ray" and i.module != "server.inference.farm"]
+    assert not bad, _show(bad)
+
+
 def test_server_imports_only_the_addon_core():
     bad = [i for i in SERVER if _top(i.target) == "neural_human_addon"
            and not _within(i.target, "neural_human_addon.core")]
@@ -173,6 +180,7 @@ PLANTED = {  # rule -> an import that breaks it
     test_imports_run_down_the_layers: Import("server.neural_body.mesh", "server.inference.frames", 1, False),
     test_lazy_imports_only_in_commands: Import("server.neural_body.mesh", "torch", 1, True),
     test_command_modules_import_no_heavy_library_at_the_top: Import("server.commands.train", "torch", 1, False),
+    test_only_the_farm_imports_ray: Import("server.inference.jobs", "ray", 1, False),
 }
 
 

@@ -8,7 +8,10 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
 - train: iterations per second of the occupancy sampler (2048 rays) vs the original box sampler (1024 rays);
-- http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process.
+- http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process;
+- farm: frames/s of a job (8 new poses at 128², fast path) on a private local Ray cluster with 1 and with 2 workers
+  of 1 CPU each (the actor loaded beforehand), and the scaling ratio; skipped with a note without the optional ray
+  package; --no-farm leaves it out, --farm-only measures only it.
 
 --margins 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
 chosen). --quick: 128² frames, two poses, one repeat.
@@ -49,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-reference", action="store_true",
                         help="measure the reference 5 mm mesh instead of extrapolating it (minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    farm = parser.add_mutually_exclusive_group()
+    farm.add_argument("--no-farm", action="store_true", help="leave out the Ray farm figures")
+    farm.add_argument("--farm-only", action="store_true", help="measure only the Ray farm figures")
+    parser.add_argument("--farm-workers", default="1,2",
+                        help="comma-separated Ray worker counts to measure (default 1,2; 1 CPU each)")
+    parser.add_argument("--farm-frames", type=int, default=8, help="frames of the farm's job (default 8)")
 
 
 # ---------------------------------------------------------------------------------------------------- scene
@@ -304,6 +313,80 @@ def _http_seconds(app: Any, actor_id: str, request: dict[str, Any], repeats: int
         thread.join(10)
 
 
+# ---------------------------------------------------------------------------------------------------- farm
+
+
+def _farm_job(registry: Any, actor_id: str, count: int, size: int, offset: int) -> Any:
+    """A render job of ``count`` captured poses (from the ``offset``-th on), each framed by its own camera."""
+    from neural_human_addon.core.camera import PinholeCamera
+    from server.inference.jobs import FrameSpec, JobSpec
+
+    loaded = registry.get(actor_id)
+    m = loaded.actor.motion
+    frames = []
+    for i in range(count):
+        k = (offset + 5 * i) % max(1, m.num_frames)
+        body = ({"poses": m.poses[k].tolist(), "shapes": m.shapes[k].tolist(), "Rh": m.Rh[k].tolist(),
+                 "Th": m.Th[k].tolist()} if m.num_frames else
+                {"poses": [0.0] * 72, "shapes": [0.0] * 10, "Rh": [0.0] * 3, "Th": [0.0] * 3})
+        verts = loaded.body_model.pose(body).vertices[0].cpu().numpy()
+        K, R, T = framing_camera(verts, size, azimuth=0.6 + 0.3 * i)
+        frames.append(FrameSpec(i, body, PinholeCamera(K=K, R=R, T=T, width=size, height=size)))
+    return JobSpec(actor_id, ["rgba", "depth"], frames, 0.05)
+
+
+def bench_farm(actor_dir: Path, workers: list[int], count: int, size: int) -> dict[str, Any]:
+    """Frames/s of one job on a private local Ray cluster per worker count (1 CPU, 1 torch thread each); each pool
+    first renders one frame per worker (actor loading, first-call costs) outside the timing."""
+    from server.inference import farm
+    from server.inference.actor_registry import ActorRegistry
+
+    if not farm.available():
+        return {"skipped": farm.RAY_MISSING}
+    try:
+        return _farm_figures(farm, ActorRegistry(actor_dir.parent, "cpu", cache_bytes=0), actor_dir, workers, count,
+                             size)
+    except farm.FarmUnavailable as err:
+        return {"skipped": f"the local Ray cluster did not start: {err}"}
+
+
+def _farm_figures(farm: Any, registry: Any, actor_dir: Path, workers: list[int], count: int,
+                  size: int) -> dict[str, Any]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private loopback cluster: no token file
+    warm = _farm_job(registry, actor_dir.name, max(workers), size, offset=1)
+    job = _farm_job(registry, actor_dir.name, count, size, offset=2)
+    out: dict[str, Any] = {"size": size, "frames": count, "cpus_per_worker": 1}
+    farm.connect("local", max(max(workers), os.cpu_count() or 1))
+    try:
+        for n in workers:
+            pool = farm.start_farm("local", farm.WorkerConfig(str(actor_dir.parent)), workers=n, cpus_per_worker=1,
+                                   gpus_per_worker=0)
+            try:
+                list(pool.frames(replace_frames(warm, n), lambda: False))
+                start = time.perf_counter()
+                outcomes = list(pool.frames(job, lambda: False))
+                seconds = time.perf_counter() - start
+            finally:
+                pool.close()
+            errors = [o.error for o in outcomes if o.error]
+            if errors:
+                raise ValueError(f"the farm's benchmark frames failed: {errors[0]}")
+            out[f"workers_{n}"] = {"seconds": round(seconds, 2), "frames_per_second": round(count / seconds, 3)}
+    finally:
+        farm.disconnect()
+    if len(workers) > 1:
+        first, last = out[f"workers_{workers[0]}"], out[f"workers_{workers[-1]}"]
+        out["scaling"] = round(last["frames_per_second"] / first["frames_per_second"], 2)
+    return out
+
+
+def replace_frames(req: Any, count: int) -> Any:
+    """``req`` with its first ``count`` frames."""
+    from dataclasses import replace
+
+    return replace(req, frames=req.frames[:count])
+
+
 # ---------------------------------------------------------------------------------------------------- run
 
 
@@ -368,8 +451,17 @@ def run(args: argparse.Namespace) -> int:
                     "processor": platform.processor() or platform.machine()},
         "devices": {}}
     try:
-        for name in devices:
+        farm_workers = sorted({int(n) for n in args.farm_workers.split(",") if n.strip()})
+    except ValueError:
+        farm_workers = []
+    if not farm_workers or farm_workers[0] < 1 or args.farm_frames < 1:
+        print("error: --farm-workers must list worker counts >= 1 and --farm-frames be >= 1", file=sys.stderr)
+        return 2
+    try:
+        for name in [] if args.farm_only else devices:
             result["devices"][name] = bench_device(actor_dir, name, args)
+        if not args.no_farm:
+            result["farm"] = bench_farm(actor_dir, farm_workers, args.farm_frames, 64 if args.quick else 128)
     except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

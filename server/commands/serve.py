@@ -10,6 +10,12 @@ Memory: actors load on first use and stay loaded; before one loads, the least re
 (and their cached feature volumes dropped) while --max-loaded actors are loaded or, on CUDA, while the free GPU
 memory is below --min-free-gpu-mb plus the new actor's weights. A render or mesh that runs out of GPU memory
 unloads every other actor, clears the feature cache and runs once more; if it fails again the answer is 503.
+
+Ray farm (optional package ``ray``: pip install ray==2.60.0): --ray auto|local|ADDRESS hands the jobs'
+frames to a pool of Ray workers (one per GPU of the cluster, or one per --ray-cpus-per-worker CPUs), each with its own
+loaded actors and feature cache; the HTTP API and the jobs folder stay as they are, and single-frame renders and
+meshes still run in this process. Every node needs this checkout and the --actors folder at the same paths (shared
+storage); frames are written by this process into --jobs-dir. See README, "Rendering on a Ray cluster".
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from neural_human_addon.core.server_client import is_loopback_host
 from server.commands.cli import fail
@@ -62,6 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"jobs queued or running at once; more answer 429 (default {JobPolicy.max_queued})")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow binding a non-loopback address and Host headers other than loopback names")
+    farm = parser.add_argument_group("Ray farm (optional 'ray' package)")
+    farm.add_argument("--ray", metavar="auto|local|ADDRESS", default=None,
+                      help="compute the jobs' frames on Ray workers: auto joins the cluster `ray start` runs on this "
+                           "machine, ADDRESS (host:port) a remote head node, local starts a one-machine cluster "
+                           "inside the server (default: no Ray, frames computed in this process)")
+    farm.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                      help="Ray workers (default: one per GPU of the cluster, or its CPUs // --ray-cpus-per-worker)")
+    farm.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="C",
+                      help="CPUs each Ray worker reserves and uses as torch threads (default 1)")
+    farm.add_argument("--ray-gpus-per-worker", type=float, default=None, metavar="G",
+                      help="GPUs each Ray worker reserves, fractions allowed (default: 1 on a cluster with GPUs, "
+                           "else 0: CPU workers)")
 
 
 def is_loopback(host: str) -> bool:
@@ -92,6 +111,20 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--margin must be 0..1 metres; got {args.margin}"
     if args.token is not None and len(args.token) < 16:
         return "--token must be at least 16 characters"
+    return _check_ray_arguments(args)
+
+
+def _check_ray_arguments(args: argparse.Namespace) -> str | None:
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_gpus_per_worker is not None or args.ray_cpus_per_worker != 1.0:
+            return "--ray-workers, --ray-cpus-per-worker and --ray-gpus-per-worker need --ray"
+        return None
+    if args.ray_workers is not None and args.ray_workers < 1:
+        return f"--ray-workers must be >= 1; got {args.ray_workers}"
+    if not args.ray_cpus_per_worker > 0:
+        return f"--ray-cpus-per-worker must be > 0; got {args.ray_cpus_per_worker}"
+    if args.ray_gpus_per_worker is not None and not args.ray_gpus_per_worker >= 0:
+        return f"--ray-gpus-per-worker must be >= 0; got {args.ray_gpus_per_worker}"
     return None
 
 
@@ -127,13 +160,21 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(err))
     actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
     jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
+    settings = RenderSettings(args.renderer, args.margin, args.precision)
+    farm = None
+    if args.ray is not None:
+        farm = _start_farm(args, Path(actors_dir).resolve(), settings)
+        if farm is None:
+            return 1
     try:
         app = create_app(str(actors_dir), token, device, str(jobs_dir), cache_bytes=args.cache_mb * 2**20,
                          max_loaded=args.max_loaded, min_free_gpu_bytes=args.min_free_gpu_mb * 2**20,
-                         settings=RenderSettings(args.renderer, args.margin, args.precision),
-                         allow_remote=args.allow_remote,
-                         policy=JobPolicy(args.keep_jobs, args.job_max_age_hours * 3600, args.max_queued_jobs))
+                         settings=settings, allow_remote=args.allow_remote,
+                         policy=JobPolicy(args.keep_jobs, args.job_max_age_hours * 3600, args.max_queued_jobs),
+                         executor=farm)
     except OSError as err:
+        if farm is not None:
+            farm.close()
         return fail(f"--jobs-dir {jobs_dir}: {err}")
     actor_ids = [a["id"] for a in app.state.registry.list()]
     where = actors_dir.resolve()
@@ -145,5 +186,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"listening on http://{args.host}:{args.port}/v1 (device {device}, {args.renderer} renderer, jobs in "
           f"{jobs_dir}, {limit})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options())
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **uvicorn_options())
+    finally:
+        if farm is not None:
+            farm.close()
     return 0
+
+
+def _start_farm(args: argparse.Namespace, actors_dir: Path, settings: Any) -> Any:
+    """The Ray farm for --ray (None, after an error line, when it cannot start)."""
+    from server.inference.farm import FarmUnavailable, WorkerConfig, start_farm
+
+    config = WorkerConfig(str(actors_dir), cache_bytes=args.cache_mb * 2**20, max_loaded=args.max_loaded,
+                          min_free_gpu_bytes=args.min_free_gpu_mb * 2**20, settings=settings)
+    print(f"starting the Ray farm ({args.ray}) ...", flush=True)
+    try:
+        farm = start_farm(args.ray, config, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                          gpus_per_worker=args.ray_gpus_per_worker)
+    except FarmUnavailable as err:
+        fail(f"--ray {args.ray}: {err}", 1)
+        return None
+    print(f"Ray farm: {farm.pool.size} workers computing the jobs' frames (actors from {actors_dir} on every node)",
+          flush=True)
+    return farm

@@ -1,6 +1,10 @@
 """Jobs: many frames of one actor computed in order by one worker thread (through the inference queue); each
 finished frame is an npz written atomically into the job's folder, and stays there after a cancel.
 
+Who computes the frames is the manager's ``executor`` (a ``FrameExecutor``): None (the default) computes them here,
+in order, through the model queue; ``server.inference.farm.Farm`` hands them to a pool of Ray workers. Either way the
+job's own thread is the only writer of its folder: each outcome is written (npz, then frames.log line) as it comes.
+
 Each job folder also holds ``job.json`` (request summary, state, times), rewritten atomically only when the state
 changes, and ``frames.log``, one JSON line appended per computed frame (``{"frame": n}`` or ``{"frame": n, "error":
 msg}``): what is written grows linearly with the job. A new ``JobManager`` on the same folder serves the finished
@@ -25,10 +29,11 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from neural_human_addon.core.atomic_files import write_bytes_atomic
 from neural_human_addon.core.camera import PinholeCamera
@@ -54,8 +59,6 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 log = logging.getLogger("server.jobs")
 
 
-
-
 @dataclass(frozen=True)
 class FrameSpec:
     """One frame of a job: its number, a body message and, for render outputs, a camera."""
@@ -75,6 +78,49 @@ class JobSpec:
     voxel_size: float
     colors: bool = True
     appearance_frame: int | None = None
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """A computed frame: its arrays, or the error that stopped it (``error`` set, ``arrays`` None)."""
+
+    frame: int
+    arrays: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class FrameExecutor(Protocol):
+    """Computes a job's frames elsewhere than the job's thread (``server.inference.farm.Farm``)."""
+
+    def frames(self, req: JobSpec, cancelled: Callable[[], bool]) -> Iterator[FrameOutcome]:
+        """One outcome per frame of ``req`` as each finishes (any order); once ``cancelled()`` is true no frame is
+        started, the frames already being computed still come out, and the iterator ends."""
+        ...
+
+
+def frame_error(err: Exception) -> str:
+    """What a job's errors say about a frame that raised ``err`` (one bad frame never stops the others)."""
+    if isinstance(err, NeuralHumanError):
+        return err.message
+    if isinstance(err, OSError):
+        return ("the disk is full; free space and submit this frame again" if err.errno in DISK_FULL
+                else f"could not write the frame: {err}")
+    return f"{type(err).__name__}: {err}"
+
+
+def compute_frame(registry: ActorRegistry, settings: RenderSettings, req: JobSpec, f: FrameSpec) -> dict[str, Any]:
+    """The arrays of one job frame (render outputs and/or the mesh), with ``registry``'s per-pose feature cache;
+    run inside a model queue (the server's, or a Ray worker's own)."""
+    loaded = registry.get(req.actor)
+    out: dict[str, Any] = {}
+    render = [o for o in req.outputs if o in RENDER_OUTPUTS]
+    if render:
+        out.update(render_frame(loaded, f.body, f.camera, render, req.appearance_frame, registry.feature_cache,
+                                settings))
+    if "mesh" in req.outputs:
+        out.update(mesh_frame(loaded, f.body, req.voxel_size, req.colors, req.appearance_frame,
+                              registry.feature_cache, settings).to_wire())
+    return out
 
 
 @dataclass
@@ -208,8 +254,10 @@ def restore_job(folder: Path) -> Job | None:
 
 class JobManager:
     def __init__(self, root: str | Path, registry: ActorRegistry, inference: ModelQueue,
-                 settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None):
+                 settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None,
+                 executor: FrameExecutor | None = None):
         self.root = Path(root)
+        self.executor = executor  # None: frames computed here through ``inference``
         self.settings = settings
         self.policy = policy or JobPolicy()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -339,39 +387,54 @@ class JobManager:
         assert req is not None
         job.state, job.started = "running", time.time()
         self.save_quietly(job)
-        for f in req.frames:
-            if job.cancel.is_set():
-                break
-            self._compute(job, req, f)
+        broken = None
+        try:
+            outcomes = self._frames(job, req) if self.executor is None else self.executor.frames(req, job.cancel.is_set)
+            for outcome in outcomes:
+                self._store(job, outcome)
+        except Exception as err:  # the executor itself broke (not one frame): the job fails, the server goes on
+            log.exception("job %s: the frame executor failed", job.id)
+            broken = f"the frames could not be computed: {type(err).__name__}: {err}"
         job.ended = time.time()
-        if job.done < len(job.frames):  # only a cancel stops the loop early
+        if broken is not None:
+            job.state, job.message = "failed", broken
+        elif job.done < len(job.frames):  # only a cancel stops the frames early
             job.state = "cancelled"
         else:
             job.state = "failed" if not job.finished else "done"
         job.request = None  # the bodies and cameras are no longer needed
         self.save_quietly(job)
 
-    def _compute(self, job: Job, req: JobSpec, f: FrameSpec) -> None:
+    def _frames(self, job: Job, req: JobSpec) -> Iterator[FrameOutcome]:
+        """The in-process executor: the frames in order through the model queue, checking cancel between frames."""
+        for f in req.frames:
+            if job.cancel.is_set():
+                return
+            try:
+                outcome = FrameOutcome(f.frame, self.inference.run(
+                    partial(self._frame, req, f), relieve=partial(self.registry.free_memory, keep=job.actor)))
+            except Exception as err:  # one bad frame must not stop the others
+                outcome = FrameOutcome(f.frame, error=frame_error(err))
+            yield outcome
+
+    def _store(self, job: Job, outcome: FrameOutcome) -> None:
         """One frame: its npz written atomically, then its frames.log line; errors are recorded, never raised."""
-        error = None
-        try:
-            arrays = self.inference.run(partial(self._frame, req, f),
-                                        relieve=partial(self.registry.free_memory, keep=job.actor))
-            write_bytes_atomic(job.folder / frame_file_name(f.frame), npz_bytes(arrays))
-        except NeuralHumanError as err:
-            error = err.message
-        except OSError as err:
-            error = ("the disk is full; free space and submit this frame again" if err.errno in DISK_FULL
-                     else f"could not write the frame: {err}")
-        except Exception as err:  # one bad frame must not stop the others
-            error = f"{type(err).__name__}: {err}"
+        if outcome.frame in job.finished or outcome.frame in job.errors:  # an executor's slip must not write twice
+            log.warning("job %s: frame %d came twice; the second is ignored", job.id, outcome.frame)
+            return
+        error = outcome.error
         if error is None:
-            job.finished.add(f.frame)
+            try:
+                write_bytes_atomic(job.folder / frame_file_name(outcome.frame), npz_bytes(outcome.arrays or {}))
+            except Exception as err:
+                error = frame_error(err)
+        if error is None:
+            job.finished.add(outcome.frame)
         else:
-            job.errors[f.frame] = error
+            job.errors[outcome.frame] = error
         job.done += 1
         try:
-            job.log_frame(f.frame, error)
+            job.log_frame(outcome.frame, error)
         except OSError as err:  # the frame's npz (if any) still counts after a restart
             job.message = f"could not write {FRAME_LOG}: {err}"
 
@@ -385,13 +448,4 @@ class JobManager:
             log.warning("job %s: could not write %s: %s", job.id, JOB_FILE, err)
 
     def _frame(self, req: JobSpec, f: FrameSpec) -> dict[str, Any]:
-        loaded = self.registry.get(req.actor)
-        out: dict[str, Any] = {}
-        render = [o for o in req.outputs if o in RENDER_OUTPUTS]
-        if render:
-            out.update(render_frame(loaded, f.body, f.camera, render, req.appearance_frame,
-                                    self.registry.feature_cache, self.settings))
-        if "mesh" in req.outputs:
-            out.update(mesh_frame(loaded, f.body, req.voxel_size, req.colors, req.appearance_frame,
-                                  self.registry.feature_cache, self.settings).to_wire())
-        return out
+        return compute_frame(self.registry, self.settings, req, f)

@@ -17,7 +17,7 @@ from neural_human_addon.core.camera import PinholeCamera
 from server.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
 from server.inference.actor_registry import ActorRegistry
 from server.inference.frames import mesh_frame, render_frame
-from server.inference.jobs import JobManager
+from server.inference.jobs import FrameExecutor, JobManager
 from server.inference.limits import JobPolicy
 from server.inference.model_queue import ModelQueue
 from server.neural_body.mesh import Mesh
@@ -55,11 +55,13 @@ class InferenceService:
     @classmethod
     def create(cls, actors_root: str | Path, device: str, jobs_dir: str | Path, cache_bytes: int, *,
                max_loaded: int, min_free_gpu_bytes: int,
-               settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None) -> InferenceService:
+               settings: RenderSettings = DEFAULT_SETTINGS, policy: JobPolicy | None = None,
+               executor: FrameExecutor | None = None) -> InferenceService:
+        """``executor`` computes the jobs' frames (None: here, through the queue; a ``farm.Farm``: Ray workers)."""
         registry = ActorRegistry(actors_root, device, cache_bytes, max_loaded=max_loaded,
                                  min_free_gpu_bytes=min_free_gpu_bytes)
         queue = ModelQueue()
-        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings, policy), settings)
+        return cls(registry, queue, JobManager(jobs_dir, registry, queue, settings, policy, executor), settings)
 
     def model_work(self, actor_id: str, fn: Callable[[], T], abandoned: Callable[[], bool] | None = None) -> T:
         """``fn`` through the queue; on out-of-memory every other actor is unloaded and fn runs once more; dropped

@@ -27,6 +27,20 @@ def test_missing_actors_folder(tmp_path):
     assert r.returncode == 2 and "no such folder" in r.stderr
 
 
+def test_ray_arguments_are_checked():
+    from server.commands.serve import check_arguments
+    from tests.cli_args import command_args
+
+    def problem(*argv: str) -> str | None:
+        return check_arguments(command_args("serve", *argv))
+
+    assert problem("--ray", "auto", "--ray-workers", "2", "--ray-gpus-per-worker", "0.5") is None
+    assert "need --ray" in problem("--ray-workers", "2")
+    assert "--ray-workers must be >= 1" in problem("--ray", "local", "--ray-workers", "0")
+    assert "--ray-cpus-per-worker must be > 0" in problem("--ray", "local", "--ray-cpus-per-worker", "0")
+    assert "--ray-gpus-per-worker must be >= 0" in problem("--ray", "local", "--ray-gpus-per-worker", "-1")
+
+
 def test_is_loopback():
     from server.commands.serve import is_loopback
 
