@@ -5,6 +5,7 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - frame: one WxW image (256 on CPU, 512 on CUDA) of a new pose each frame (the sparse-conv encode counted, no
   cache), the body filling ~80% of the image height; median seconds per frame of each path, the ratio, and their
   agreement on the same frames (PSNR over premultiplied RGB, max alpha difference);
+- views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
 - train: iterations per second of the occupancy sampler (2048 rays) vs the original box sampler (1024 rays);
@@ -129,6 +130,38 @@ def bench_frames(network: Any, poses: list[Any], size: int, renderers: list[str]
             times[name].append(time.perf_counter() - start)
             renders[name].append(out)
     result: dict[str, Any] = {"size": size, "poses": len(poses)}
+    for name in renderers:
+        result[f"{name}_seconds"] = round(float(np.median(times[name])), 3)
+    if len(renderers) == 2:
+        result["reference_over_fast"] = round(result["reference_seconds"] / result["fast_seconds"], 1)
+        pairs = [agreement(r, f) for r, f in zip(renders["reference"], renders["fast"], strict=True)]
+        result["agreement"] = {"min_psnr_premultiplied_db": min(p["psnr_premultiplied_db"] for p in pairs),
+                               "max_alpha_difference": max(p["max_alpha_difference"] for p in pairs)}
+    return result
+
+
+def bench_views(network: Any, pose: Any, size: int, renderers: list[str], views: int = 4) -> dict[str, Any]:
+    """Seconds per frame of one pose seen from ``views`` new cameras (an orbit, the live preview, several cameras of
+    one frame): each path with its per-pose cache (encode, occupancy and its refinement once, excluded)."""
+    from server.neural_body.feature_cache import FeatureCache
+    from server.neural_body.render_settings import RenderSettings
+    from server.neural_body.volume_renderer import render_image
+
+    device = network.c.weight.device
+    verts, rh, th, latent = pose
+    times: dict[str, list[float]] = {name: [] for name in renderers}
+    renders: dict[str, list[Any]] = {name: [] for name in renderers}
+    for name in renderers:
+        renderer = RenderSettings(name).image_renderer(FeatureCache(1 << 31), "bench")
+        for i in range(views + 1):  # the first view fills the cache
+            K, R, T = framing_camera(verts, size, azimuth=0.6 + 2.0 * math.pi * i / (views + 1))
+            start = time.perf_counter()
+            out = render_image(network, verts, rh, th, latent, K, R, T, size, size, renderer=renderer)
+            _sync(device)
+            if i:
+                times[name].append(time.perf_counter() - start)
+                renders[name].append(out)
+    result: dict[str, Any] = {"size": size, "views": views}
     for name in renderers:
         result[f"{name}_seconds"] = round(float(np.median(times[name])), 3)
     if len(renderers) == 2:
@@ -408,6 +441,7 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     with torch.no_grad():
         render_image_warm_up(network, poses[0], renderers)
     out["frame"] = bench_frames(network, poses, size, renderers)
+    out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
     margins = [float(m) for m in args.margins.split(",") if m.strip()]
     if margins:
         out["margins"] = {f"{m:g}": bench_frames(network, poses, size, ["fast", "reference"], margin=m)
