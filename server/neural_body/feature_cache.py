@@ -175,10 +175,12 @@ class CachedFastRenderer(FastRenderer):
         return cached_occupancy(self.cache, self.owner, network, sparse_input, self.margin)
 
     def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
-                          tables: FeatureTables) -> Occupancy:
-        # The density depends on the voxelised body only (not on the appearance code): one probe per pose.
-        kind = f"refined:{self.margin!r}:{self.refine_dilations}"
-        refined = self.cache.get(_key(self.owner, network, sparse_input, kind), self.owner,
-                                 lambda: super(CachedFastRenderer, self).refined_occupancy(
-                                     network, sparse_input, occupancy, tables), counted=False)
+                          tables: FeatureTables, samples: int | None = None) -> Occupancy:
+        # The density depends on the voxelised body only (not on the appearance code): one probe per pose, made
+        # when an image pays for it and then used by every image of the pose.
+        key = _key(self.owner, network, sparse_input, f"refined:{self.margin!r}:{self.refine_dilations}")
+        if key not in self.cache and not self.worth_refining(occupancy, samples):
+            return occupancy
+        refined = self.cache.get(key, self.owner, lambda: super(CachedFastRenderer, self).refined_occupancy(
+            network, sparse_input, occupancy, tables), counted=False)
         return refined.anchored_at(sparse_input)

@@ -75,12 +75,18 @@ def camera_around(verts: np.ndarray, azimuth: float, elevation: float = 0.3):
     return K, R, T
 
 
-def render_both(network, verts, rh, th, latent: int, azimuth: float) -> tuple[ImageRender, ImageRender, FastRenderer]:
+def render_both(network, verts, rh, th, latent: int, azimuth: float,
+                fast: FastRenderer | None = None) -> tuple[ImageRender, ImageRender, FastRenderer]:
     K, R, T = camera_around(verts, azimuth)
     ref = render_image(network, verts, rh, th, latent, K, R, T, W, H)
-    fast = FastRenderer()
+    fast = fast or FastRenderer()
     out = render_image(network, verts, rh, th, latent, K, R, T, W, H, renderer=fast)
     return ref, out, fast
+
+
+def render_fast(network, verts, rh, th, latent: int, azimuth: float, fast: FastRenderer) -> ImageRender:
+    K, R, T = camera_around(verts, azimuth)
+    return render_image(network, verts, rh, th, latent, K, R, T, W, H, renderer=fast)
 
 
 # ---------------------------------------------------------------------------------------------------- occupancy
@@ -196,6 +202,12 @@ def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame
     stats = renderer.last_stats
     assert stats["occupied_rays"] < stats["box_rays"]  # rays that miss the body never reached the network
     assert stats["density_points"] < 0.5 * stats["box_rays"] * 64
+    assert stats["probe_points"] == 0  # this small image does not pay for refining the occupancy
+    # the occupancy refined by density (what larger images get)
+    refined = FastRenderer(refine_min_samples_per_cell=0.0)
+    assert_agree(ref, render_fast(demo_actor.network, verts, rh, th, min(frame, 67), azimuth, refined))
+    assert refined.last_stats["probe_points"] > 0
+    assert refined.last_stats["density_points"] < 0.7 * stats["density_points"]
 
 
 @pytest.mark.slow
@@ -212,6 +224,7 @@ def test_fast_renderer_agrees_on_an_imported_checkpoint(demo_actor, tmp_path):
     verts, rh, th = posed_body(demo_actor, 33, bend=True)
     ref, fast, _ = render_both(imported.network, verts, rh, th, 0, 0.4)
     assert_agree(ref, fast)
+    assert_agree(ref, render_fast(imported.network, verts, rh, th, 0, 0.4, FastRenderer(refine_min_samples_per_cell=0)))
 
 
 def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():

@@ -159,3 +159,31 @@ def test_mesh_shares_cached_volumes_and_matches_uncached(posed):
         assert np.array_equal(again.vertices, plain.vertices) and np.array_equal(again.colors, plain.colors)
     finally:
         set_batchnorm_mode(network, saved)
+
+
+def test_a_refined_occupancy_is_made_once_per_pose_and_then_used_by_every_image(posed):
+    """A large image refines the pose's occupancy by density (cached beside its features); a small image of the
+    same pose, which alone would not pay for the probes, then uses it; the refinement moves with the body."""
+    from server.neural_body.fast_renderer import FastRenderer
+    from server.neural_body.feature_cache import CachedFastRenderer
+
+    network, verts, rh, th = posed
+    cache = FeatureCache(512 * 2**20)
+    eager = CachedFastRenderer(cache=cache, owner="a", refine_min_samples_per_cell=0.0)
+    first = _render(network, verts, rh, th, camera(16, 12), eager)
+    assert eager.last_stats["probe_points"] > 0
+    small = CachedFastRenderer(cache=cache, owner="a")
+    again = _render(network, verts, rh, th, camera(16, 12), small)
+    assert small.last_stats["probe_points"] == 0
+    assert small.last_stats["density_points"] == eager.last_stats["density_points"]
+    assert np.array_equal(again.alpha, first.alpha) and np.array_equal(again.rgb, first.rgb)
+    shift = np.float32([0.3, -0.2, 0.1])  # the body moved: its voxels, and the refined cells, move with it
+    moved = _render(network, verts + shift, rh, th + shift, camera(16, 12), small)
+    assert small.last_stats["probe_points"] == 0
+    plain = _render(network, verts + shift, rh, th + shift, camera(16, 12), FastRenderer(refine=False))
+    assert plain.alpha.max() > 0.5
+    np.testing.assert_allclose(moved.alpha, plain.alpha, atol=1e-3)
+    np.testing.assert_allclose(moved.rgb, plain.rgb, atol=1e-3)
+    fresh = CachedFastRenderer(cache=FeatureCache(512 * 2**20), owner="a")
+    _render(network, verts, rh, th, camera(16, 12), fresh)
+    assert fresh.last_stats["probe_points"] == 0  # a small image of a new pose is not worth the probes
