@@ -110,6 +110,19 @@ def agreement(ref: Any, fast: Any) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------- figures
 
 
+def side_by_side(result: dict[str, Any], times: dict[str, list[float]],
+                 renders: dict[str, list[Any]]) -> dict[str, Any]:
+    """``result`` with each path's median seconds and, when both paths ran, their ratio and worst agreement."""
+    for name, seconds in times.items():
+        result[f"{name}_seconds"] = round(float(np.median(seconds)), 3)
+    if len(times) == 2:
+        result["reference_over_fast"] = round(result["reference_seconds"] / result["fast_seconds"], 1)
+        pairs = [agreement(r, f) for r, f in zip(renders["reference"], renders["fast"], strict=True)]
+        result["agreement"] = {"min_psnr_premultiplied_db": min(p["psnr_premultiplied_db"] for p in pairs),
+                               "max_alpha_difference": max(p["max_alpha_difference"] for p in pairs)}
+    return result
+
+
 def bench_frames(network: Any, poses: list[Any], size: int, renderers: list[str], margin: float | None = None,
                  precision: str = "fp32") -> dict[str, Any]:
     """Seconds per frame (a new pose each frame, encode included) per path, and the agreement of the paths."""
@@ -129,15 +142,7 @@ def bench_frames(network: Any, poses: list[Any], size: int, renderers: list[str]
             _sync(device)
             times[name].append(time.perf_counter() - start)
             renders[name].append(out)
-    result: dict[str, Any] = {"size": size, "poses": len(poses)}
-    for name in renderers:
-        result[f"{name}_seconds"] = round(float(np.median(times[name])), 3)
-    if len(renderers) == 2:
-        result["reference_over_fast"] = round(result["reference_seconds"] / result["fast_seconds"], 1)
-        pairs = [agreement(r, f) for r, f in zip(renders["reference"], renders["fast"], strict=True)]
-        result["agreement"] = {"min_psnr_premultiplied_db": min(p["psnr_premultiplied_db"] for p in pairs),
-                               "max_alpha_difference": max(p["max_alpha_difference"] for p in pairs)}
-    return result
+    return side_by_side({"size": size, "poses": len(poses)}, times, renders)
 
 
 def bench_views(network: Any, pose: Any, size: int, renderers: list[str], views: int = 4) -> dict[str, Any]:
@@ -161,15 +166,7 @@ def bench_views(network: Any, pose: Any, size: int, renderers: list[str], views:
             if i:
                 times[name].append(time.perf_counter() - start)
                 renders[name].append(out)
-    result: dict[str, Any] = {"size": size, "views": views}
-    for name in renderers:
-        result[f"{name}_seconds"] = round(float(np.median(times[name])), 3)
-    if len(renderers) == 2:
-        result["reference_over_fast"] = round(result["reference_seconds"] / result["fast_seconds"], 1)
-        pairs = [agreement(r, f) for r, f in zip(renders["reference"], renders["fast"], strict=True)]
-        result["agreement"] = {"min_psnr_premultiplied_db": min(p["psnr_premultiplied_db"] for p in pairs),
-                               "max_alpha_difference": max(p["max_alpha_difference"] for p in pairs)}
-    return result
+    return side_by_side({"size": size, "views": views}, times, renders)
 
 
 def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference: bool, quick: bool) -> dict[str, Any]:
