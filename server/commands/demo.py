@@ -123,31 +123,24 @@ def _run_scene(args: argparse.Namespace, out: Path, summary: dict) -> Path | Non
     print(f"[demo] starting the server on {url} (actors: {args.actors}) ...", flush=True)
     with open(log, "w") as log_file:
         server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    result_path = out / "scene.json"
-    blender = None
     try:
         t = time.perf_counter()
-        # Blender starts beside the server (both spend their first seconds importing) and waits for its answer.
-        blender = subprocess.Popen(
+        health = _wait_for_health(url, server, log)
+        summary["stages"]["start server"] = round(time.perf_counter() - t, 2)
+        summary["server"] = {"device": health.get("device"), "version": health.get("server_version")}
+        print(f"[demo] server up ({health['device']['type']}); running Blender headless ...", flush=True)
+        result_path = out / "scene.json"
+        blender = subprocess.run(
             [sys.executable, "-m", "server.commands.demo_scene", "--url", url, "--token", token, "--out", str(out),
              "--result", str(result_path), "--actor", args.actor, "--frames", str(args.frames),
-             "--width", str(args.width), "--height", str(args.height), "--timeout", str(args.timeout),
-             "--wait-server", "180"],
-            cwd=REPO_ROOT, env=env)
-        health = _wait_for_health(url, server, log)
-        summary["stages"]["start server (beside Blender's start)"] = round(time.perf_counter() - t, 2)
-        summary["server"] = {"device": health.get("device"), "version": health.get("server_version")}
-        print(f"[demo] server up ({health['device']['type']}); Blender runs headless ...", flush=True)
-        returncode = blender.wait()
-        if returncode != 0 or not result_path.is_file():
-            print(f"error: the Blender part of the demo failed (exit {returncode}); see the messages above "
+             "--width", str(args.width), "--height", str(args.height), "--timeout", str(args.timeout)],
+            cwd=REPO_ROOT, env=env, check=False)
+        if blender.returncode != 0 or not result_path.is_file():
+            print(f"error: the Blender part of the demo failed (exit {blender.returncode}); see the messages above "
                   f"and {log}", file=sys.stderr)
             return None
         return result_path
     finally:
-        if blender is not None and blender.poll() is None:  # the server failed: Blender would wait in vain
-            blender.kill()
-            blender.wait()
         server.terminate()
         try:
             server.wait(15)

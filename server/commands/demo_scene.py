@@ -161,24 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=270)
     parser.add_argument("--voxel-size", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--wait-server", type=float, default=0.0,
-                        help="seconds to wait for the server's health answer (the demo starts both at once)")
     return parser.parse_args(argv)
-
-
-def wait_for_server(url: str, timeout_s: float) -> None:
-    """Poll the server's health endpoint until it answers (or raise after ``timeout_s``)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/v1/health", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server at {url} did not answer within {timeout_s:.0f} s") from None
-            time.sleep(0.3)
 
 
 def stage_actor(args: argparse.Namespace, addon: Any, frames: range) -> tuple[Any, Any, dict]:
@@ -236,10 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     prefs.server_url, prefs.token = args.url, args.token
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))  # so "//neural_human/" lands in --out
     timings["enable add-on"] = time.perf_counter() - t0
-    if args.wait_server > 0:  # Blender started beside the server: what is left of the server's start
-        t = time.perf_counter()
-        wait_for_server(args.url, args.wait_server)
-        timings["wait for the server"] = time.perf_counter() - t
 
     t = time.perf_counter()
     frames = range(args.first_frame, args.first_frame + args.frames)
