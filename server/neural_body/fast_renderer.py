@@ -93,8 +93,10 @@ class FastRenderer:
         """``occupancy`` refined by density, or unchanged when an image of ``samples`` would not pay for it."""
         if not self.worth_refining(occupancy, samples):
             return occupancy
-        refined = refine_by_density(occupancy, lambda pts: self._sigma(network, tables, sparse_input, pts),
-                                    self.refine_dilations)
+        def density(pts: torch.Tensor) -> torch.Tensor:
+            return self._density(network, tables, sparse_input, pts, keep_trunk=False)[0]
+
+        refined = refine_by_density(occupancy, density, self.refine_dilations)
         self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + refined.probes
         return refined
 
@@ -217,26 +219,19 @@ class FastRenderer:
                 "inner_rgb": rgb - last_w[:, None] * last_rgb, "inner_depth": depth - last_w * z[:, last]}
 
     def _density(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
-                 pts_smpl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,3) SMPL-frame points → raw density (N,) and trunk outputs (N,256), in chunks of ``chunk_points``."""
+                 pts_smpl: torch.Tensor, *, keep_trunk: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N,3) SMPL-frame points → raw density (N,) and, with ``keep_trunk``, the trunk outputs (N,256) the colour
+        head needs; in chunks of ``chunk_points`` (``PROBE_CHUNK`` for density alone: the refinement's probes)."""
+        chunk = self.chunk_points if keep_trunk else PROBE_CHUNK
         sigmas, trunks = [], []
         with self._autocast(pts_smpl.device):
-            for i in range(0, pts_smpl.shape[0], self.chunk_points):
-                feats = volumes.features_at(smpl_grid_coords(pts_smpl[i:i + self.chunk_points], sparse_input))
-                net = network.trunk(feats)
+            for i in range(0, pts_smpl.shape[0], chunk):
+                net = network.trunk(volumes.features_at(smpl_grid_coords(pts_smpl[i:i + chunk], sparse_input)))
                 sigmas.append(network.density_head(net)[:, 0].float())
-                trunks.append(net)
-        return torch.cat(sigmas), torch.cat(trunks)
-
-    def _sigma(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
-               pts_smpl: torch.Tensor) -> torch.Tensor:
-        """(N,3) SMPL-frame points → raw density (N,), in chunks (the trunk outputs are not kept)."""
-        sigmas = []
-        with self._autocast(pts_smpl.device):
-            for i in range(0, pts_smpl.shape[0], PROBE_CHUNK):
-                feats = volumes.features_at(smpl_grid_coords(pts_smpl[i:i + PROBE_CHUNK], sparse_input))
-                sigmas.append(network.density_head(network.trunk(feats))[:, 0].float())
-        return torch.cat(sigmas) if sigmas else pts_smpl.new_zeros((0,))
+                if keep_trunk:
+                    trunks.append(net)
+        sigma = torch.cat(sigmas) if sigmas else pts_smpl.new_zeros((0,))
+        return sigma, torch.cat(trunks) if keep_trunk and trunks else None
 
     def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
                 latent_index: int) -> torch.Tensor:

@@ -164,7 +164,7 @@ def test_refined_occupancy_keeps_every_sample_with_density_on_the_demo_actor(dem
         z = sample_depths(near[mask], far[mask], 64)
         pts = sparse.world_to_smpl(ray_o[mask][:, None] + ray_d[mask][:, None] * z[..., None]).reshape(-1, 3)
         pts = pts[occ.contains(pts)]
-        sigma = renderer._sigma(demo_actor.network, tables, sparse, pts)
+        sigma, _ = renderer._density(demo_actor.network, tables, sparse, pts, keep_trunk=False)
     kept = refined.contains(pts)
     assert int((sigma > 0).sum()) > 1000
     assert not bool(((sigma > 0) & ~kept).any())
