@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,
                         help="log a held-out PSNR (two test-view images, half resolution, fast renderer) every N "
                              "steps, for learning curves (0 = never; must be a multiple of --log-every)")
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="stop after this many minutes of training time (held-out evaluations not counted) and "
+                             "write the checkpoint and the actor as at the last step (0 = no limit; a resumed run "
+                             "counts the time already spent)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,6 +90,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--mask-loss must be >= 0 (0 = the original recipe); got {args.mask_loss}"
     if args.eval_every < 0 or (args.eval_every and args.eval_every % args.log_every):
         return f"--eval-every must be 0 or a multiple of --log-every ({args.log_every}); got {args.eval_every}"
+    if not args.max_minutes >= 0:
+        return f"--max-minutes must be >= 0 (0 = no limit); got {args.max_minutes}"
     if args.threads is not None and args.threads < 1:
         return f"--threads must be >= 1; got {args.threads}"
     if not 0.0 <= args.outside_share <= 1.0 or not 0.0 <= args.occupancy_margin <= 1.0:
@@ -130,7 +136,7 @@ def _train(args: argparse.Namespace, rank: int, world_size: int, device: Any) ->
                          log_every=args.log_every, seed=args.seed, cache_mb=args.cache_mb,
                          progress=not args.no_progress, mask_loss=args.mask_loss, sampler=args.sampler,
                          occupancy_margin=args.occupancy_margin, outside_share=args.outside_share,
-                         eval_every=args.eval_every)
+                         eval_every=args.eval_every, max_seconds=args.max_minutes * 60.0)
     checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
     trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)
     if args.resume:

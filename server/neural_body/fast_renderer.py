@@ -1,21 +1,22 @@
 """The fast path of the renderer: the reference's rays, sample depths and quadrature, evaluated only where the body is.
 
 ``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=8, stop_transmittance=1e-4, min_weight=1e-5,
-chunk_points=65536, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS,
-refine_min_samples_per_cell=REFINE_MIN_SAMPLES_PER_CELL)`` implements
+chunk_points=None, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS,
+refine_min_samples_per_probe=REFINE_MIN_SAMPLES_PER_PROBE)`` implements
 ``volume_renderer.ImageRenderer``:
 
 1. the same rays and the same 64 sample depths as ``ReferenceRenderer`` (so ``raw2outputs``' quadrature applies
    unchanged, including the 1e10 interval of the last sample);
 2. samples outside the pose's ``Occupancy`` count as empty (density 0) and never reach the network; rays with no
    occupied sample are empty without any work. With ``refine`` the body occupancy is first narrowed by density
-   queries at the cell centres (``occupancy.refine_by_density``: cells near a positive density only), once per pose
-   and only when the image is large enough to pay for them (``REFINE_MIN_SAMPLES_PER_CELL``; a cached refinement is
-   always used);
+   queries at the cell centres (``occupancy.refine_level``: cells near a positive density only), level by level,
+   each level only when the image's samples pay for its probes (``REFINE_MIN_SAMPLES_PER_PROBE``; a cache also
+   counts the samples of the pose's earlier images, and a cached refinement is always used);
 3. the rays are marched in segments of ``segment`` samples: the occupied samples of every ray still visible
    (transmittance > ``stop_transmittance``) are compacted into large batches for the density network; a ray stops
    once its transmittance falls below the threshold (what it would still add is bounded by it);
-4. the colour head runs only for samples whose weight exceeds ``min_weight``.
+4. the colour head runs only for samples whose weight exceeds ``min_weight`` (opacity and depth take every weight,
+   so they do not depend on it; the colour misses at most the dropped weights).
 
 Skipping a sample is exactly the reference with zero density there, so the only differences are the density the
 network puts outside the (refined) occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
@@ -24,34 +25,35 @@ network puts outside the (refined) occupancy, the transmittance left at a ray's 
 The pose's features come as ``FeatureTables`` (the sparse-conv levels' active sites and an index grid, instead of
 the reference's dense volumes: the same trilinear values, without densifying ~150 MB per pose).
 ``features(network, sparse_input)``, ``occupancy(network, sparse_input)`` and ``refined_occupancy(network,
-sparse_input, occupancy, tables)`` are the hooks a cache overrides.
+sparse_input, occupancy, tables, samples_in)`` are the hooks a cache overrides. ``chunk_points`` (points per
+network batch) defaults by device (``config.point_chunk``: small batches on a CPU, large ones on a GPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.neural_body.config import PRECISIONS
+from server.neural_body.config import PRECISIONS, point_chunk
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
-from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_by_density
+from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_level
 from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import FAR_DIST, N_SAMPLES, ImageRender, sample_depths
 
 RAY_CHUNK = 32768  # rays whose samples are laid out at once (bounds the (R,S,3) point arrays)
-PROBE_CHUNK = 16384  # density probes per batch (bounds the feature and trunk arrays of a refinement)
-# Refine a pose's occupancy (not yet cached) only for an image with at least this many occupied samples per body
-# occupancy cell: the probes cost ~6.6 queries per cell (each cell, then 8 halves of the ~70 % kept) and save ~60 %
-# of the samples, so smaller images (previews, thumbnails) would pay more than they save. Measured at 256² on the
-# demo actor: ~13 samples per cell, 12 % faster with the refinement; 384²: ~30, 1.4× faster.
-REFINE_MIN_SAMPLES_PER_CELL = 10.0
+# Apply a refinement level only when the image (with a cache: the pose's images so far) has at least this many
+# samples in the current occupancy per probe of the level. A level skips about half of those samples (measured on
+# the demo actor at 256²: the 2 cm level cut 405k samples to 294k for 38k probes; the 1 cm level 294k to 138k for
+# 228k probes), so below ~2 samples per probe it costs more network queries than it saves.
+REFINE_MIN_SAMPLES_PER_PROBE = 2.0
 
 
 @dataclass
@@ -63,11 +65,11 @@ class FastRenderer:
     segment: int = 8
     stop_transmittance: float = 1e-4
     min_weight: float = 1e-5
-    chunk_points: int = 65536
+    chunk_points: int | None = None  # None: config.point_chunk of the device
     precision: str = "fp32"
     refine: bool = True
     refine_dilations: tuple[int, ...] = DEFAULT_DILATIONS
-    refine_min_samples_per_cell: float = REFINE_MIN_SAMPLES_PER_CELL  # 0: refine every pose
+    refine_min_samples_per_probe: float = REFINE_MIN_SAMPLES_PER_PROBE  # 0: every level for every pose
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -84,21 +86,25 @@ class FastRenderer:
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return body_occupancy(sparse_input, self.margin)
 
-    def worth_refining(self, occupancy: Occupancy, samples: int | None) -> bool:
-        """Whether an image with ``samples`` occupied samples (None: unknown, refine) pays for the probes."""
-        return samples is None or samples >= self.refine_min_samples_per_cell * int(occupancy.grid.sum())
+    def refine_pays(self, occupancy: Occupancy, samples: int | None) -> bool:
+        """Whether another refinement level pays for its probes with ``samples`` in ``occupancy`` (None: refine)."""
+        if occupancy.level >= len(self.refine_dilations):
+            return False
+        return samples is None or samples >= self.refine_min_samples_per_probe * occupancy.next_level_probes
 
     def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
-                          tables: FeatureTables, samples: int | None = None) -> Occupancy:
-        """``occupancy`` refined by density, or unchanged when an image of ``samples`` would not pay for it."""
-        if not self.worth_refining(occupancy, samples):
-            return occupancy
+                          tables: FeatureTables,
+                          samples_in: Callable[[Occupancy], int] | None = None) -> Occupancy:
+        """``occupancy`` refined by density level by level while a level pays for itself: ``samples_in(occ)`` is the
+        number of the image's samples inside ``occ`` (None: apply every level)."""
         def density(pts: torch.Tensor) -> torch.Tensor:
             return self._density(network, tables, sparse_input, pts, keep_trunk=False)[0]
 
-        refined = refine_by_density(occupancy, density, self.refine_dilations)
-        self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + refined.probes
-        return refined
+        while self.refine_pays(occupancy, None if samples_in is None else samples_in(occupancy)):
+            probes = occupancy.probes
+            occupancy = refine_level(occupancy, density, self.refine_dilations[occupancy.level])
+            self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + occupancy.probes - probes
+        return occupancy
 
     # ------------------------------------------------------------------ image
 
@@ -129,10 +135,13 @@ class FastRenderer:
                     continue
                 if volumes is None:  # the pose's first occupied ray: encode (and refine) now, not for empty views
                     volumes = self.features(network, sparse_input)
-                    if self.refine:  # the image's occupied samples, estimated from this first chunk
-                        samples = int(occupied.sum()) * rows.numel() // occupied.shape[0]
+                    if self.refine:
+                        def samples_in(occ: Occupancy, pts: torch.Tensor = pts_smpl, rays: int = rows.numel()) -> int:
+                            # the image's samples inside occ, estimated from this first chunk of rays
+                            return int(occ.contains(pts).sum()) * rays // pts.shape[0]
+
                         occupancy = self.refined_occupancy(network, sparse_input, occupancy, volumes,
-                                                           samples).to(device)
+                                                           samples_in).to(device)
                         occupied = occupancy.contains(pts_smpl)
                 hit = occupied.any(dim=1)
                 if not bool(hit.any()):
@@ -201,6 +210,10 @@ class FastRenderer:
                 continue
             w = alpha_seg[ray_idx, sample_idx - s0] * seg_trans[ray_idx, sample_idx - s0]
             stats["density_points"] += int(ray_idx.numel())
+            acc.index_add_(0, ray_idx, w)  # opacity and depth take every weight; colour only the visible ones
+            depth.index_add_(0, ray_idx, w * z[ray_idx, sample_idx])
+            is_last = sample_idx == last
+            last_w[ray_idx[is_last]] = w[is_last]
             keep = w > self.min_weight
             if not bool(keep.any()):
                 continue
@@ -208,30 +221,33 @@ class FastRenderer:
             colour = self._colour(network, trunk[keep], pts[r_k, s_k], viewdir[r_k], latent_index)
             stats["color_points"] += int(r_k.numel())
             rgb.index_add_(0, r_k, w_k[:, None] * colour)
-            acc.index_add_(0, r_k, w_k)
-            depth.index_add_(0, r_k, w_k * z[r_k, s_k])
             is_last = s_k == last
             if bool(is_last.any()):
-                last_w[r_k[is_last]] = w_k[is_last]
                 last_rgb[r_k[is_last]] = colour[is_last]
         inner_acc = acc - last_w
         return {"rgb": rgb, "acc": acc, "depth": depth, "opacity": inner_acc,
                 "inner_rgb": rgb - last_w[:, None] * last_rgb, "inner_depth": depth - last_w * z[:, last]}
 
+    def _chunk(self, device: torch.device) -> int:
+        return self.chunk_points if self.chunk_points is not None else point_chunk(device.type)
+
     def _density(self, network: NeuralBodyNetwork, volumes: FeatureTables, sparse_input: SparseInput,
                  pts_smpl: torch.Tensor, *, keep_trunk: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N,3) SMPL-frame points → raw density (N,) and, with ``keep_trunk``, the trunk outputs (N,256) the colour
-        head needs; in chunks of ``chunk_points`` (``PROBE_CHUNK`` for density alone: the refinement's probes)."""
-        chunk = self.chunk_points if keep_trunk else PROBE_CHUNK
-        sigmas, trunks = [], []
+        head needs; in chunks of ``chunk_points``."""
+        chunk = self._chunk(pts_smpl.device)
+        count = pts_smpl.shape[0]
+        sigma = pts_smpl.new_empty((count,))
+        trunk = None
         with self._autocast(pts_smpl.device):
-            for i in range(0, pts_smpl.shape[0], chunk):
+            for i in range(0, count, chunk):
                 net = network.trunk(volumes.features_at(smpl_grid_coords(pts_smpl[i:i + chunk], sparse_input)))
-                sigmas.append(network.density_head(net)[:, 0].float())
+                sigma[i:i + chunk] = network.density_head(net)[:, 0]
                 if keep_trunk:
-                    trunks.append(net)
-        sigma = torch.cat(sigmas) if sigmas else pts_smpl.new_zeros((0,))
-        return sigma, torch.cat(trunks) if keep_trunk and trunks else None
+                    if trunk is None:  # one array for every chunk's outputs (no concatenation afterwards)
+                        trunk = net.new_empty((count, net.shape[1]))
+                    trunk[i:i + chunk] = net
+        return sigma, trunk
 
     def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
                 latent_index: int) -> torch.Tensor:
@@ -246,8 +262,9 @@ class FastRenderer:
         weight, bias = self._fused
         parts = []
         with self._autocast(trunk.device):
-            for i in range(0, trunk.shape[0], self.chunk_points):
-                sl = slice(i, i + self.chunk_points)
+            chunk = self._chunk(trunk.device)
+            for i in range(0, trunk.shape[0], chunk):
+                sl = slice(i, i + chunk)
                 features = F.linear(trunk[sl], weight, bias)
                 view = positional_encoding(viewdir[sl], VIEW_FREQS)
                 xyz = positional_encoding(wpts[sl], XYZ_FREQS)

@@ -105,6 +105,29 @@ class FeatureCache:
                     self.bytes_used -= dropped
         return value
 
+    def peek(self, key: str) -> Any | None:
+        """The value kept under ``key`` (marked recently used), or None; builds nothing."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, owner: str, value: Any) -> None:
+        """Keep ``value`` under ``key``, replacing what was there (dropped when it alone exceeds the budget)."""
+        size = nbytes_of(value)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes_used -= old[2]
+            if size <= self.budget_bytes:
+                self._entries[key] = (owner, value, size)
+                self.bytes_used += size
+                while self.bytes_used > self.budget_bytes:
+                    _, (_, _, dropped) = self._entries.popitem(last=False)
+                    self.bytes_used -= dropped
+
     def get_or_encode(self, key: str, owner: str, encode: Callable[[], Volumes]) -> Volumes:
         return self.get(key, owner, encode)
 
@@ -175,12 +198,33 @@ class CachedFastRenderer(FastRenderer):
         return cached_occupancy(self.cache, self.owner, network, sparse_input, self.margin)
 
     def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
-                          tables: FeatureTables, samples: int | None = None) -> Occupancy:
-        # The density depends on the voxelised body only (not on the appearance code): one probe per pose, made
-        # when an image pays for it and then used by every image of the pose.
+                          tables: FeatureTables,
+                          samples_in: Callable[[Occupancy], int] | None = None) -> Occupancy:
+        # The density depends on the voxelised body only (not on the appearance code), so the pose's refinement is
+        # kept and used by every later image. A level is applied once the pose's images together pay for its probes
+        # (ski rental: an orbit of 256² views refines fully from its second view, a 64² preview after a few).
         key = _key(self.owner, network, sparse_input, f"refined:{self.margin!r}:{self.refine_dilations}")
-        if key not in self.cache and not self.worth_refining(occupancy, samples):
-            return occupancy
-        refined = self.cache.get(key, self.owner, lambda: super(CachedFastRenderer, self).refined_occupancy(
-            network, sparse_input, occupancy, tables), counted=False)
-        return refined.anchored_at(sparse_input)
+        kept = self.cache.peek(key)
+        if kept is not None:
+            occupancy = kept.occupancy.anchored_at(sparse_input)
+        earlier = kept.samples if kept is not None else 0
+        counted = None if samples_in is None else (lambda occ: earlier + samples_in(occ))
+        refined = super().refined_occupancy(network, sparse_input, occupancy, tables, counted)
+        samples = earlier + (samples_in(refined) if samples_in is not None else 0)
+        if kept is None or refined.level != kept.occupancy.level:
+            self.cache.put(key, self.owner, RefinedOccupancy(refined, samples))
+        else:
+            kept.samples = samples  # a heuristic tally: a lost update between threads only delays a level
+        return refined
+
+
+@dataclass
+class RefinedOccupancy:
+    """A pose's occupancy as refined so far and the samples its images have had (what pays for the next level)."""
+
+    occupancy: Occupancy
+    samples: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.occupancy.nbytes

@@ -33,16 +33,20 @@ class FeatureLevel:
         """Trilinear features at grid_sample coordinates (N,3) in [-1,1] (x,y,z) → (N,C)."""
         depth, height, width = self.shape
         top = grid.new_tensor([width - 1, height - 1, depth - 1])
-        p = (grid + 1.0) * 0.5 * top  # voxel coordinates (x,y,z), as grid_sample with align_corners
+        p = (grid + 1.0) * (0.5 * top)  # voxel coordinates (x,y,z), as grid_sample with align_corners
         p = torch.minimum(torch.maximum(p, p.new_tensor(-1.0)), top + 1.0)  # beyond one cell: zeros anyway
         base = torch.floor(p)
         frac = p - base
-        cell = base.long() + 1  # +1: the index grid's padding
-        corners = cell[:, None, :] + _CORNERS.to(cell.device)  # (N,8,3) x,y,z
-        weights = torch.where(_CORNERS.to(cell.device).bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)
-        stride_z, stride_y = (height + 2) * (width + 2), width + 2
-        flat = corners[..., 2] * stride_z + corners[..., 1] * stride_y + corners[..., 0]
-        rows = self.index.reshape(-1)[flat.clamp(0, self.index.numel() - 1)]
+        # the 8 corners' rows: the lower corner's flat index (+1: the index grid's padding) plus fixed offsets
+        strides = torch.tensor([1, width + 2, (height + 2) * (width + 2)], device=grid.device)
+        lower = (base.long() + 1) @ strides
+        flat = (lower[:, None] + _CORNERS.to(grid.device) @ strides).clamp_(0, self.index.numel() - 1)
+        rows = self.index.view(-1).index_select(0, flat.view(-1)).view(-1, 8)
+        # trilinear weights as the outer product of the per-axis ones, in corner order (bit 0 = x, 2 = z)
+        w = frac.new_empty((frac.shape[0], 2, 3))  # weight of the lower / upper corner per axis
+        torch.sub(1.0, frac, out=w[:, 0])
+        w[:, 1] = frac
+        weights = (w[:, :, None, None, 2] * w[:, None, :, None, 1] * w[:, None, None, :, 0]).reshape(-1, 8)
         return F.embedding_bag(rows, self.table, per_sample_weights=weights.to(self.table.dtype), mode="sum")
 
 

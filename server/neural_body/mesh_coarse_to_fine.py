@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from server.neural_body.config import point_chunk
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, extract_mesh, grid_axes, marching_cubes
 from server.neural_body.network import NeuralBodyNetwork
@@ -128,12 +129,13 @@ def extract_mesh_coarse_to_fine(
     colors: bool = True,
     occupancy: Occupancy | None = None,
     levels: int | None = None,
-    chunk: int = QUERY_CHUNK,
+    chunk: int | None = None,
     encode: Callable[[SparseInput], FeatureTables | list[torch.Tensor]] | None = None,
     margin: float = DEFAULT_MARGIN,
 ) -> Mesh:
     """``mesh.extract_mesh``'s surface from far fewer network queries (see the module docstring)."""
     device = network.c.weight.device
+    chunk = chunk or point_chunk(device.type)  # cache-sized batches on a CPU (the dense reference uses QUERY_CHUNK)
     occupancy = (occupancy or body_occupancy(sparse_input.to(device), margin)).to(device)
 
     def encode_tables(s: SparseInput) -> FeatureTables:

@@ -13,6 +13,8 @@ empty space (density 0), which is what lets them skip most of the network evalua
   centres, coarse to fine. The network's density is a ReLU: about 70 % of the samples inside the body occupancy of
   the demo actor are exactly 0 (the shell outside the actor); this per-pose probe lets the fast renderer skip most
   of them, in the spirit of nerfacc's occupancy grid but fixed for a trained network and one pose.
+  ``refine_level(occupancy, density, dilation)`` is one of its levels (``Occupancy.level`` counts those applied,
+  ``Occupancy.next_level_probes`` is what the next one costs), for callers that decide level by level.
 
 The margin must cover where a trained network puts density around the body (loose clothes, hair, its own blur):
 ``DEFAULT_MARGIN`` was chosen by measuring the agreement of the fast path with the reference (see
@@ -52,10 +54,16 @@ class Occupancy:
     margin: float
     anchor: torch.Tensor  # (3,) float32, the SMPL-frame box minimum of the voxelised body it was built from
     probes: int = 0  # density queries made to refine it (0: the body occupancy itself)
+    level: int = 0  # refinement levels applied (0: the body occupancy itself)
 
     @property
     def nbytes(self) -> int:
         return int(self.grid.numel())
+
+    @property
+    def next_level_probes(self) -> int:
+        """Density queries the next refinement level makes: one per cell, then one per half of every cell."""
+        return int(self.grid.sum()) * (8 if self.level else 1)
 
     @property
     def fraction(self) -> float:
@@ -141,17 +149,17 @@ def refine_by_density(occupancy: Occupancy, density: Callable[[torch.Tensor], to
     how far density reaches beyond the positive centres (see ``DEFAULT_DILATIONS``)."""
     if not dilations or min(dilations) < 0:
         raise ValueError(f"the dilations must be one or more cell counts >= 0; got {dilations}")
-    probes = 0
-    for level, dilation in enumerate(dilations):
-        if level:
-            occupancy = occupancy.subdivided()
-        occupancy, made = _keep_near_positive(occupancy, density, dilation)
-        probes += made
-    return replace(occupancy, probes=probes)
+    for dilation in dilations:
+        occupancy = refine_level(occupancy, density, dilation)
+    return occupancy
 
 
-def _keep_near_positive(occupancy: Occupancy, density: Callable[[torch.Tensor], torch.Tensor],
-                        dilation: int) -> tuple[Occupancy, int]:
+def refine_level(occupancy: Occupancy, density: Callable[[torch.Tensor], torch.Tensor], dilation: int) -> Occupancy:
+    """One level of ``refine_by_density``: the first probes the cells themselves, a later one their halves."""
+    if dilation < 0:
+        raise ValueError(f"the dilation must be a cell count >= 0; got {dilation}")
+    if occupancy.level:
+        occupancy = occupancy.subdivided()
     cells, centres = occupancy.cell_centres()
     positive = torch.zeros_like(occupancy.grid)
     if cells.shape[0]:
@@ -161,4 +169,4 @@ def _keep_near_positive(occupancy: Occupancy, density: Callable[[torch.Tensor], 
     if dilation and kept.any():
         kept = ndimage.binary_dilation(kept, structure=np.ones((3, 3, 3), dtype=bool), iterations=dilation)
     grid = torch.from_numpy(kept).to(occupancy.grid.device) & occupancy.grid
-    return replace(occupancy, grid=grid), int(cells.shape[0])
+    return replace(occupancy, grid=grid, probes=occupancy.probes + int(cells.shape[0]), level=occupancy.level + 1)

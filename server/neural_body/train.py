@@ -413,6 +413,7 @@ class Trainer:
         return float(value)
 
     def run(self) -> TrainResult:
+        """Train until ``iters`` steps or ``max_seconds`` of training time (every rank stops at the same step)."""
         cfg = self.config
         losses: list[float] = []
         start = time.perf_counter()
@@ -420,8 +421,12 @@ class Trainer:
                    disable=not cfg.progress or self.rank != 0)
         checkpoint, saved_step = None, -1
         window: list[float] = []
-        eval_seconds = 0.0  # held-out evaluations are not training time
+        self._eval_seconds = 0.0  # held-out evaluations are not training time
         run_start_seconds = self.train_seconds
+
+        def seconds() -> float:
+            return run_start_seconds + time.perf_counter() - start - self._eval_seconds
+
         try:
             while self.step < cfg.iters:
                 loss = self.train_step()
@@ -431,26 +436,48 @@ class Trainer:
                 losses.append(loss)
                 window.append(loss)
                 bar.update(1)
-                if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iters:
-                    mean = sum(window) / len(window)
-                    bar.set_postfix(loss=f"{mean:.4f}", psnr=f"{mse_to_psnr(mean):.2f}",
-                                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                    self.train_seconds = run_start_seconds + time.perf_counter() - start - eval_seconds
-                    record = {"step": self.step, "loss": mean, "psnr": mse_to_psnr(mean),
-                              "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
-                    if cfg.eval_every > 0 and self.rank == 0 and self.step % cfg.eval_every == 0:
-                        eval_start = time.perf_counter()
-                        record["held_out_psnr"] = self.held_out_psnr()
-                        eval_seconds += time.perf_counter() - eval_start
-                    self._log(record)
-                    window.clear()
+                out_of_time = self._out_of_time(seconds())
+                if self.step % max(1, cfg.log_every) == 0 or self.step == cfg.iters or out_of_time:
+                    self.train_seconds = seconds()
+                    self._log_window(window, bar, final=out_of_time)
                 if cfg.save_every > 0 and self.step % cfg.save_every == 0:
                     checkpoint, saved_step = self.save_checkpoint(), self.step
+                if out_of_time:
+                    break
         finally:
             bar.close()
+        self.train_seconds = seconds()
         if self.step != 0 and saved_step != self.step:
             checkpoint = self.save_checkpoint() or checkpoint
         return TrainResult(step=self.step, losses=losses, seconds=time.perf_counter() - start, checkpoint=checkpoint)
+
+    def _out_of_time(self, seconds: float) -> bool:
+        """Whether ``max_seconds`` of training time are spent; under torchrun, whether any rank's are (so that every
+        rank stops after the same step)."""
+        if self.config.max_seconds <= 0:
+            return False
+        spent = seconds >= self.config.max_seconds
+        if self.world_size > 1:
+            flag = torch.tensor([float(spent)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            spent = bool(flag.item() > 0)
+        return spent
+
+    def _log_window(self, window: list[float], bar: Any, *, final: bool) -> None:
+        """Log the mean loss of the steps since the last record (and a held-out PSNR when it is due, or at a stop
+        for time when learning curves are on)."""
+        cfg = self.config
+        mean = sum(window) / len(window)
+        bar.set_postfix(loss=f"{mean:.4f}", psnr=f"{mse_to_psnr(mean):.2f}",
+                        lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        record = {"step": self.step, "loss": mean, "psnr": mse_to_psnr(mean),
+                  "lr": self.scheduler.get_last_lr()[0], "seconds": self.train_seconds}
+        if cfg.eval_every > 0 and self.rank == 0 and (self.step % cfg.eval_every == 0 or final):
+            eval_start = time.perf_counter()
+            record["held_out_psnr"] = self.held_out_psnr()
+            self._eval_seconds += time.perf_counter() - eval_start
+        self._log(record)
+        window.clear()
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.checkpoint_dir is None or self.rank != 0:

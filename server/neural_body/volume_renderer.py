@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.neural_body.config import point_chunk
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import Occupancy
 from server.neural_body.rays import get_rays, near_far
@@ -163,8 +164,11 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
                      else torch.rand(keep.shape, device=keep.device))
             keep = keep | (picks < outside_share)
         rows = torch.nonzero(keep.reshape(-1))[:, 0]
-        values = network.calculate_density_color(pts.reshape(-1, 3)[rows], viewdir.reshape(-1, 3)[rows], volumes,
-                                                 sparse_input, latent_index)
+        kept_pts, kept_dirs = pts.reshape(-1, 3)[rows], viewdir.reshape(-1, 3)[rows]
+        step = point_chunk(kept_pts.device.type)  # cache-sized batches on a CPU, as the fast renderer's
+        values = torch.cat([network.calculate_density_color(kept_pts[i:i + step], kept_dirs[i:i + step], volumes,
+                                                            sparse_input, latent_index)
+                            for i in range(0, kept_pts.shape[0], step)] or [kept_pts.new_zeros((0, 4))])
         raw = values.new_zeros((pts.shape[0] * n_samples, 4)).index_put((rows,), values)
     return raw2outputs(raw.reshape(-1, n_samples, 4), z_vals, ray_d)
 

@@ -9,8 +9,11 @@ Tolerances. The loss of a step and the gradients agree to float rounding (measur
 gradients ≤ 1.3e-6 of each tensor's largest entry; DDP sums each rank's mean, one process all rays at once). The
 weights after N Adam steps agree less tightly: Adam divides each coordinate's gradient by its own running RMS, so a
 coordinate whose gradient is at rounding level (a conv bias ahead of BatchNorm, an almost-zero feature channel) moves
-by up to ±lr in a direction the rounding decides. So the weights are compared as (a) every coordinate within one lr
-of the reference and (b) the difference ≤ 1% of the norm of the reference's change (measured: 0.54 lr and 0.14%).
+by up to ±lr per step in a direction the rounding decides, and the rounding itself depends on how the points are
+batched (each rank cuts its half of the samples into its own cache-sized batches). So the weights are compared as
+(a) every coordinate within two lr of the reference (two steps of opposite sign) and (b) the difference ≤ 1% of the
+norm of the reference's change (measured: 0.54 lr and 0.14% with one batch per rank, 1.57 lr and 0.12% with
+2048-point batches).
 The resumed two-process run itself matched an uninterrupted two-process run bit for bit (measured once, by hand).
 """
 
@@ -101,14 +104,14 @@ def _checkpoint(root: Path, name: str) -> dict:
 
 
 def _assert_same_weights(ours: dict, reference: dict, initial: dict) -> None:
-    """Within one lr per coordinate, and the difference ≤ 1% of the reference's change (see the module docstring)."""
+    """Within two lr per coordinate, and the difference ≤ 1% of the reference's change (see the module docstring)."""
     diff = update = 0.0
     for key, ref in reference.items():
         if not ref.is_floating_point():
             assert torch.equal(ours[key], ref), key
             continue
         delta = (ours[key] - ref).abs()
-        assert float(delta.max()) <= LR, f"{key}: max |diff| {float(delta.max()):.2e} > lr"
+        assert float(delta.max()) <= 2 * LR, f"{key}: max |diff| {float(delta.max()):.2e} > 2 lr"
         diff += float((delta ** 2).sum())
         update += float(((ref - initial[key]) ** 2).sum())
     assert diff ** 0.5 <= 0.01 * update ** 0.5, f"|diff| {diff ** 0.5:.3e} vs |update| {update ** 0.5:.3e}"

@@ -204,7 +204,7 @@ def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame
     assert stats["density_points"] < 0.5 * stats["box_rays"] * 64
     assert stats["probe_points"] == 0  # this small image does not pay for refining the occupancy
     # the occupancy refined by density (what larger images get)
-    refined = FastRenderer(refine_min_samples_per_cell=0.0)
+    refined = FastRenderer(refine_min_samples_per_probe=0.0)
     assert_agree(ref, render_fast(demo_actor.network, verts, rh, th, min(frame, 67), azimuth, refined))
     assert refined.last_stats["probe_points"] > 0
     assert refined.last_stats["density_points"] < 0.7 * stats["density_points"]
@@ -224,7 +224,8 @@ def test_fast_renderer_agrees_on_an_imported_checkpoint(demo_actor, tmp_path):
     verts, rh, th = posed_body(demo_actor, 33, bend=True)
     ref, fast, _ = render_both(imported.network, verts, rh, th, 0, 0.4)
     assert_agree(ref, fast)
-    assert_agree(ref, render_fast(imported.network, verts, rh, th, 0, 0.4, FastRenderer(refine_min_samples_per_cell=0)))
+    eager = FastRenderer(refine_min_samples_per_probe=0)
+    assert_agree(ref, render_fast(imported.network, verts, rh, th, 0, 0.4, eager))
 
 
 def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():

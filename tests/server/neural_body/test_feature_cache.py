@@ -169,7 +169,7 @@ def test_a_refined_occupancy_is_made_once_per_pose_and_then_used_by_every_image(
 
     network, verts, rh, th = posed
     cache = FeatureCache(512 * 2**20)
-    eager = CachedFastRenderer(cache=cache, owner="a", refine_min_samples_per_cell=0.0)
+    eager = CachedFastRenderer(cache=cache, owner="a", refine_min_samples_per_probe=0.0)
     first = _render(network, verts, rh, th, camera(16, 12), eager)
     assert eager.last_stats["probe_points"] > 0
     small = CachedFastRenderer(cache=cache, owner="a")
@@ -187,3 +187,28 @@ def test_a_refined_occupancy_is_made_once_per_pose_and_then_used_by_every_image(
     fresh = CachedFastRenderer(cache=FeatureCache(512 * 2**20), owner="a")
     _render(network, verts, rh, th, camera(16, 12), fresh)
     assert fresh.last_stats["probe_points"] == 0  # a small image of a new pose is not worth the probes
+
+
+def test_the_images_of_a_pose_together_pay_for_its_refinement(posed):
+    """A level too costly for one image is applied once the pose's images so far have had enough samples (a preview
+    orbiting one pose gets the refinement), and the refined images still agree with the unrefined ones."""
+    from server.neural_body.fast_renderer import FastRenderer
+    from server.neural_body.feature_cache import CachedFastRenderer, RefinedOccupancy
+
+    network, verts, rh, th = posed
+    cam = camera(16, 12)
+    never = CachedFastRenderer(cache=FeatureCache(512 * 2**20), owner="a", refine_min_samples_per_probe=1e12)
+    _render(network, verts, rh, th, cam, never)
+    (tally,) = [v for _, v, _ in never.cache._entries.values() if isinstance(v, RefinedOccupancy)]
+    assert tally.occupancy.level == 0 and tally.samples > 0 and never.last_stats["probe_points"] == 0
+    # one image pays for 1 / 2.5 of the first level: the third image of the pose refines it
+    per_probe = 2.5 * tally.samples / tally.occupancy.next_level_probes
+    renderer = CachedFastRenderer(cache=FeatureCache(512 * 2**20), owner="a", refine_min_samples_per_probe=per_probe)
+    probes = []
+    for _ in range(4):
+        image = _render(network, verts, rh, th, cam, renderer)
+        probes.append(renderer.last_stats["probe_points"])
+    assert probes[0] == probes[1] == 0 and probes[2] > 0 and probes[3] == 0
+    plain = _render(network, verts, rh, th, cam, FastRenderer(refine=False))
+    np.testing.assert_allclose(image.alpha, plain.alpha, atol=1e-3)
+    np.testing.assert_allclose(image.rgb, plain.rgb, atol=1e-3)

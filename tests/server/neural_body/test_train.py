@@ -79,6 +79,21 @@ def test_cli_trains_writes_a_loadable_actor_and_resumes(blob_root, tmp_path, cap
     assert load_actor(out).manifest.training_data["training"]["iterations"] == 3
 
 
+def test_max_minutes_stops_at_the_time_limit_and_writes_everything(blob_root, tmp_path):
+    """--max-minutes: training stops once its time is spent (far before --iters), with the checkpoint, the actor and
+    a last learning-curve record (held-out PSNR) at the step it stopped."""
+    out = tmp_path / "actor"
+    argv = [str(blob_root), "--out", str(out), "--iters", "100000", "--rays", "64", "--samples", "4", "--device",
+            "cpu", "--no-progress", "--log-every", "1000", "--eval-every", "1000", "--max-minutes", "0.002"]
+    assert train_command.run(_train_args(*argv)) == 0
+    log = [json.loads(line) for line in (tmp_path / "actor.train" / "log.jsonl").read_text().splitlines()]
+    stopped = log[-1]["step"]
+    assert 1 <= stopped < 1000 and log[-1]["seconds"] >= 0.12 and np.isfinite(log[-1]["held_out_psnr"])
+    state = torch.load(tmp_path / "actor.train" / "latest.pt", map_location="cpu", weights_only=False)
+    assert state["recorder"]["step"] == stopped and state["recorder"]["train_seconds"] >= 0.12
+    assert load_actor(out).manifest.training_data["training"]["iterations"] == stopped
+
+
 def test_checkpoint_is_written_atomically(blob_root, tmp_path, monkeypatch):
     dataset = ZjuMocapDataset(blob_root)
     trainer = Trainer(dataset, torch.device("cpu"), TrainConfig(iters=1, progress=False),
@@ -113,6 +128,8 @@ def test_resume_errors(blob_root, tmp_path, capsys):
 def test_bad_arguments_are_refused(blob_root, tmp_path, capsys):
     assert train_command.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--rays", "0")) == 2
     assert "--rays must be >= 1" in capsys.readouterr().err
+    assert train_command.run(_train_args(str(blob_root), "--out", str(tmp_path / "a"), "--max-minutes", "-1")) == 2
+    assert "--max-minutes must be >= 0" in capsys.readouterr().err
     assert train_command.run(_train_args(str(tmp_path / "missing"), "--out", str(tmp_path / "a"), "--device", "cpu",
                                  "--no-progress")) == 1
     assert "no such directory" in capsys.readouterr().err
