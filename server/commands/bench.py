@@ -8,8 +8,9 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
-- train: iterations per second of the occupancy sampler (2048 rays) vs the original box sampler (1024 rays);
-- http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process;
+- train: iterations per second of the occupancy sampler vs the original box sampler (1024 rays each);
+- http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process (interleaved), and the
+  overhead per request read from the server's Server-Timing header (round trip minus the server's render);
 - farm: frames/s of a job (8 new poses at 128², fast path) on a private local Ray cluster with 1 and with 2 workers
   of 1 CPU each (the actor loaded beforehand), and the scaling ratio; skipped with a note without the optional ray
   package; --no-farm leaves it out, --farm-only measures only it.
@@ -21,6 +22,7 @@ chosen). --quick: 128² frames, two poses, one repeat.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -211,10 +213,10 @@ def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference:
 
 def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> dict[str, Any]:
     """Training iterations per second on the rays of one 256² view of ``pose`` (random targets): the occupancy
-    sampler with 2048 rays vs the original box sampler with 1024 rays (forward + backward + Adam)."""
+    sampler vs the original box sampler, 1024 rays each (forward + backward + Adam)."""
     import torch
 
-    from server.neural_body.config import N_RAYS, OCCUPANCY_RAYS
+    from server.neural_body.config import N_RAYS
     from server.neural_body.feature_tables import FeatureTables
     from server.neural_body.occupancy import body_occupancy
     from server.neural_body.rays import get_rays, near_far
@@ -235,7 +237,7 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
     optimizer = make_optimizer(network)
     out: dict[str, Any] = {}
     for name in renderers:
-        count = OCCUPANCY_RAYS if name == "fast" else N_RAYS
+        count = N_RAYS
         pick = torch.randint(0, len(rays[0]), (count,), generator=generator).to(device)
         sel = [r[pick] for r in rays]
         target = torch.rand(count, 3, generator=generator).to(device)
@@ -280,7 +282,9 @@ def _timed(fn: Any, repeats: int, device: Any) -> float:
 
 
 def bench_http(actor_dir: Path, device: Any, pose: Any, size: int, repeats: int) -> dict[str, Any]:
-    """A fast render (rgba + depth npz, cache off) through a real uvicorn on 127.0.0.1 vs the same in-process."""
+    """A fast render (rgba + depth npz, cache off) through a real uvicorn on 127.0.0.1 vs the same in-process,
+    interleaved (a slow spell of the machine hits both). The overhead is also read per request from the server's
+    Server-Timing header: the round trip minus the server's render time, free of the renders' own variation."""
     from concurrent.futures import ThreadPoolExecutor
 
     from server.http.app import create_app
@@ -300,16 +304,38 @@ def bench_http(actor_dir: Path, device: Any, pose: Any, size: int, repeats: int)
                     "Th": m.Th[0].tolist()}
         request = {"body": body, "camera": {"K": K.tolist(), "R": R.tolist(), "T": T.tolist(), "width": size,
                                             "height": size}, "outputs": ["rgba", "depth"]}
-        http_s = _http_seconds(app, actor_id, request, repeats, device)
         camera = Camera(**request["camera"]).to_pinhole()
-        with ThreadPoolExecutor(1) as worker:  # as the server's handlers: a worker thread
-            direct_s = _timed(lambda: worker.submit(render_frame, loaded, body, camera, ["rgba", "depth"],
-                                                    None).result(), repeats, device)
+        with _served(app) as client, ThreadPoolExecutor(1) as worker:  # in-process: a worker thread, as handlers
+
+            def over_http() -> tuple[float, float]:
+                start = time.perf_counter()
+                r = client.post(f"/v1/actors/{actor_id}/render", json=request)
+                if r.status_code != 200:
+                    raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
+                np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
+                total = time.perf_counter() - start
+                timing = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+                return total, total - float(timing["render"]) / 1000.0
+
+            def in_process() -> float:
+                start = time.perf_counter()
+                worker.submit(render_frame, loaded, body, camera, ["rgba", "depth"], None).result()
+                _sync(device)
+                return time.perf_counter() - start
+
+            over_http(), in_process()  # warm-up
+            runs = [(over_http(), in_process()) for _ in range(repeats)]
+    http_s = float(np.median([h[0] for h, _ in runs]))
+    direct_s = float(np.median([d for _, d in runs]))
+    overhead_s = float(np.median([h[1] for h, _ in runs]))
     return {"size": size, "http_ms": round(1000 * http_s, 1), "in_process_ms": round(1000 * direct_s, 1),
-            "http_over_in_process": round(http_s / direct_s, 3), "repeats": repeats}
+            "http_over_in_process": round(http_s / direct_s, 3), "overhead_ms": round(1000 * overhead_s, 1),
+            "overhead_share": round(overhead_s / direct_s, 4), "repeats": repeats}
 
 
-def _http_seconds(app: Any, actor_id: str, request: dict[str, Any], repeats: int, device: Any) -> float:
+@contextlib.contextmanager
+def _served(app: Any) -> Any:
+    """An httpx client of ``app`` served by uvicorn on a free port of 127.0.0.1 (stopped on exit)."""
     import socket
     import threading
 
@@ -330,14 +356,7 @@ def _http_seconds(app: Any, actor_id: str, request: dict[str, Any], repeats: int
             time.sleep(0.05)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
                           headers={"Authorization": f"Bearer {BENCH_TOKEN}"}) as client:
-
-            def over_http() -> None:
-                r = client.post(f"/v1/actors/{actor_id}/render", json=request)
-                if r.status_code != 200:
-                    raise RuntimeError(f"benchmark render failed: {r.status_code} {r.text}")
-                np.load(io.BytesIO(r.content))["rgba"]  # the client's side of the work: parse the npz
-
-            return _timed(over_http, repeats, device)
+            yield client
     finally:
         server.should_exit = True
         thread.join(10)

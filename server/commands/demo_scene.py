@@ -90,6 +90,7 @@ def build_scene(frames: range, width: int, height: int):
     scene.cycles.samples = 8
     scene.cycles.use_denoising = False
     scene.cycles.device = "CPU"
+    scene.render.use_persistent_data = True  # keep the scene's BVH between the composited frames
     scene.view_settings.view_transform = "Standard"
     world = bpy.data.worlds.new("Demo world")
     world.color = (0.05, 0.06, 0.08)

@@ -10,7 +10,6 @@ BASE_LR = 5e-4
 EPOCH_ITERS = 500  # ep_iter: the lr steps once per epoch
 DECAY_EPOCHS = 1000  # lr = base · gamma^(epoch / decay_epochs)
 N_RAYS = 1024
-OCCUPANCY_RAYS = 2048  # the occupancy sampler evaluates ~1/4 of the samples: it affords twice the rays per step
 N_SAMPLES = 64
 DEFAULT_ITERS = 200_000  # 400 epochs × 500
 DEFAULT_CACHE_MB = 4096

@@ -87,18 +87,21 @@ def density_levels(
     index = np.stack(np.meshgrid(*[np.arange(c) for c in shape], indexing="ij"), axis=-1).reshape(-1, 3)
     values, evaluated = _query(density_fn, inside_fn, _grid_points(origin, voxel_size * factor, index), chunk)
     volume = values.reshape(shape)
+    exact = np.ones(shape, bool)  # points whose value is the density itself (or outside), not interpolated
     for level in range(1, levels):
         spacing = voxel_size * factor / 2**level
         shape = tuple(2 * (s - 1) + 1 for s in volume.shape)
         finer = F.interpolate(torch.from_numpy(volume)[None, None], size=shape, mode="trilinear",
                               align_corners=True)[0, 0].numpy()
-        active = _active_points(volume, threshold)
-        index = np.argwhere(active)
+        finer_exact = np.zeros(shape, bool)
+        finer_exact[::2, ::2, ::2] = exact  # the coarser grid's points keep their values (trilinear at the nodes)
+        index = np.argwhere(_active_points(volume, threshold) & ~finer_exact)
         if index.size:
             values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, index), chunk)
             finer[index[:, 0], index[:, 1], index[:, 2]] = values
+            finer_exact[index[:, 0], index[:, 1], index[:, 2]] = True
             evaluated += n
-        volume = finer
+        volume, exact = finer, finer_exact
     volume = volume[:counts[0], :counts[1], :counts[2]]
     return np.ascontiguousarray(volume), origin, evaluated
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,12 +72,18 @@ async def render_frame(actor_id: str, req: RenderRequest, request: Request, serv
     png = _wants(request, "image/png")
     if png and "rgba" not in req.outputs:
         raise InvalidInput("outputs: a PNG answer needs 'rgba' in outputs", "outputs")
+    start = time.perf_counter()
     async with _client_watch(request) as abandoned:
         arrays = await run_in_threadpool(service.render, actor_id, req.body, req.camera.to_pinhole(),
                                          list(req.outputs), req.appearance_frame, abandoned)
+    rendered = time.perf_counter()
     if png:
-        return Response(await run_in_threadpool(png_bytes, arrays["rgba"]), media_type="image/png")
-    return Response(await run_in_threadpool(npz_bytes, arrays), media_type=NPZ_TYPE)
+        content, media_type = await run_in_threadpool(png_bytes, arrays["rgba"]), "image/png"
+    else:
+        content, media_type = await run_in_threadpool(npz_bytes, arrays), NPZ_TYPE
+    # Server-Timing (a standard header): what the server spent, so a client can tell its transport from the render
+    timing = f"render;dur={1000 * (rendered - start):.1f}, encode;dur={1000 * (time.perf_counter() - rendered):.1f}"
+    return Response(content, media_type=media_type, headers={"Server-Timing": timing})
 
 
 @router.post("/{actor_id}/mesh", response_class=Response,

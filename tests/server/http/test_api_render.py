@@ -33,6 +33,11 @@ def test_render_npz(server):
     assert np.all(np.isfinite(depth)) and depth.max() > 0
     # the body's box is 3 m ± 0.9 m in front of the camera; depth = Σ w·z never exceeds the far plane
     assert depth.max() < 4.5
+    # Server-Timing: what the server spent rendering and encoding, within the request's own round trip
+    timing = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(timing) == {"render", "encode"}
+    assert 0 < float(timing["render"]) and 0 <= float(timing["encode"])
+    assert float(timing["render"]) + float(timing["encode"]) <= 1000 * r.elapsed.total_seconds()
 
 
 def test_render_amass_body_matches_easymocap(server):
