@@ -136,9 +136,14 @@ class FastRenderer:
                 if volumes is None:  # the pose's first occupied ray: encode (and refine) now, not for empty views
                     volumes = self.features(network, sparse_input)
                     if self.refine:
-                        def samples_in(occ: Occupancy, pts: torch.Tensor = pts_smpl, rays: int = rows.numel()) -> int:
-                            # the image's samples inside occ, estimated from this first chunk of rays
-                            return int(occ.contains(pts).sum()) * rays // pts.shape[0]
+                        def samples_in(occ: Occupancy, pts: torch.Tensor = pts_smpl, rays: int = rows.numel(),
+                                       body: Occupancy = occupancy, in_body: torch.Tensor = occupied) -> int:
+                            # the image's samples inside occ, estimated from this first chunk of rays (every 8th
+                            # ray of it for a refined occupancy: an estimate, at an eighth of the lookups)
+                            if occ is body:
+                                return int(in_body.sum()) * rays // pts.shape[0]
+                            some = pts[::8]
+                            return int(occ.contains(some).sum()) * rays // some.shape[0]
 
                         occupancy = self.refined_occupancy(network, sparse_input, occupancy, volumes,
                                                            samples_in).to(device)
@@ -177,56 +182,43 @@ class FastRenderer:
         """Composite R rays whose samples ``pts`` (R,S,3) world / ``pts_smpl`` (R,S,3) are occupied where
         ``occupied`` (R,S); returns the per-ray sums of ``raw2outputs`` (full and without the last sample)."""
         num_rays, num_samples = z.shape
-        dev = z.device
+        pts, pts_smpl = pts.reshape(-1, 3), pts_smpl.reshape(-1, 3)  # (R·S,3): samples picked by flat index
         dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], FAR_DIST)], dim=1)
         dists = dists * torch.linalg.norm(ray_d, dim=-1)[:, None]
         viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
-        transmittance = torch.ones(num_rays, device=dev)
-        rgb = torch.zeros((num_rays, 3), device=dev)
-        acc = torch.zeros(num_rays, device=dev)
-        depth = torch.zeros(num_rays, device=dev)
-        last = num_samples - 1
-        last_w = torch.zeros(num_rays, device=dev)
-        last_rgb = torch.zeros((num_rays, 3), device=dev)
-        stats = self.last_stats
-        stats["occupied_rays"] += num_rays
+        transmittance = torch.ones(num_rays, device=z.device)
+        sums = _RaySums.zeros(num_rays, z.device)
+        self.last_stats["occupied_rays"] += num_rays
         for s0 in range(0, num_samples, self.segment):
             s1 = min(num_samples, s0 + self.segment)
             alive = transmittance > self.stop_transmittance
             if not bool(alive.any()):
                 break
-            sel = occupied[:, s0:s1] & alive[:, None]
-            ray_idx, sample_idx = torch.nonzero(sel, as_tuple=True)
-            sample_idx = sample_idx + s0
-            alpha_seg = torch.zeros((num_rays, s1 - s0), device=dev)
+            ray_idx, sample_idx = torch.nonzero(occupied[:, s0:s1] & alive[:, None], as_tuple=True)
+            local = ray_idx * (s1 - s0) + sample_idx  # flat indices into the segment's (R,seg) arrays
+            flat = ray_idx * num_samples + sample_idx + s0  # flat indices into the (R,S) arrays
+            alpha_seg = torch.zeros((num_rays, s1 - s0), device=z.device)
             if ray_idx.numel():
-                sigma, trunk = self._density(network, volumes, sparse_input, pts_smpl[ray_idx, sample_idx])
-                alpha_seg[ray_idx, sample_idx - s0] = 1.0 - torch.exp(-F.relu(sigma) * dists[ray_idx, sample_idx])
+                sigma, trunk = self._density(network, volumes, sparse_input, pts_smpl.index_select(0, flat))
+                alpha = 1.0 - torch.exp(-F.relu(sigma) * dists.take(flat))
+                alpha_seg.view(-1).index_copy_(0, local, alpha)
             factor = 1.0 - alpha_seg + 1e-10
             before = torch.cumprod(torch.cat([torch.ones_like(factor[:, :1]), factor[:, :-1]], dim=1), dim=1)
             seg_trans = transmittance[:, None] * before  # (R,seg) transmittance in front of each sample
             transmittance = transmittance * torch.prod(factor, dim=1)
             if not ray_idx.numel():
                 continue
-            w = alpha_seg[ray_idx, sample_idx - s0] * seg_trans[ray_idx, sample_idx - s0]
-            stats["density_points"] += int(ray_idx.numel())
-            acc.index_add_(0, ray_idx, w)  # opacity and depth take every weight; colour only the visible ones
-            depth.index_add_(0, ray_idx, w * z[ray_idx, sample_idx])
-            is_last = sample_idx == last
-            last_w[ray_idx[is_last]] = w[is_last]
+            w = alpha * seg_trans.take(local)
+            self.last_stats["density_points"] += int(ray_idx.numel())
+            is_last = flat % num_samples == num_samples - 1
+            sums.add_weights(ray_idx, w, z.take(flat), is_last)
             keep = w > self.min_weight
-            if not bool(keep.any()):
-                continue
-            r_k, s_k, w_k = ray_idx[keep], sample_idx[keep], w[keep]
-            colour = self._colour(network, trunk[keep], pts[r_k, s_k], viewdir[r_k], latent_index)
-            stats["color_points"] += int(r_k.numel())
-            rgb.index_add_(0, r_k, w_k[:, None] * colour)
-            is_last = s_k == last
-            if bool(is_last.any()):
-                last_rgb[r_k[is_last]] = colour[is_last]
-        inner_acc = acc - last_w
-        return {"rgb": rgb, "acc": acc, "depth": depth, "opacity": inner_acc,
-                "inner_rgb": rgb - last_w[:, None] * last_rgb, "inner_depth": depth - last_w * z[:, last]}
+            if bool(keep.any()):
+                colour = self._colour(network, trunk[keep], pts.index_select(0, flat[keep]), viewdir[ray_idx[keep]],
+                                      latent_index)
+                self.last_stats["color_points"] += int(colour.shape[0])
+                sums.add_colours(ray_idx[keep], w[keep], colour, is_last[keep])
+        return sums.outputs(z[:, -1])
 
     def _chunk(self, device: torch.device) -> int:
         return self.chunk_points if self.chunk_points is not None else point_chunk(device.type)
@@ -284,3 +276,36 @@ def fused_feature_latent(network: NeuralBodyNetwork, latent_index: int) -> tuple
     weight = w_latent[:, :width] @ w_feature
     bias = w_latent[:, :width] @ b_feature + w_latent[:, width:] @ code + b_latent
     return weight, bias
+
+
+@dataclass
+class _RaySums:
+    """Per-ray sums of ``raw2outputs`` over the samples marched so far, and the last sample's share of them."""
+
+    rgb: torch.Tensor  # (R,3) Σ w·colour
+    acc: torch.Tensor  # (R,) Σ w
+    depth: torch.Tensor  # (R,) Σ w·z
+    last_w: torch.Tensor  # (R,) weight of the last sample (the 1e10 interval)
+    last_rgb: torch.Tensor  # (R,3) colour of the last sample
+
+    @staticmethod
+    def zeros(rays: int, device: torch.device) -> _RaySums:
+        return _RaySums(torch.zeros((rays, 3), device=device), torch.zeros(rays, device=device),
+                        torch.zeros(rays, device=device), torch.zeros(rays, device=device),
+                        torch.zeros((rays, 3), device=device))
+
+    def add_weights(self, rays: torch.Tensor, w: torch.Tensor, z: torch.Tensor, is_last: torch.Tensor) -> None:
+        """Opacity and depth take every weight (colour only the visible ones: ``add_colours``)."""
+        self.acc.index_add_(0, rays, w)
+        self.depth.index_add_(0, rays, w * z)
+        self.last_w[rays[is_last]] = w[is_last]
+
+    def add_colours(self, rays: torch.Tensor, w: torch.Tensor, colour: torch.Tensor, is_last: torch.Tensor) -> None:
+        self.rgb.index_add_(0, rays, w[:, None] * colour)
+        self.last_rgb[rays[is_last]] = colour[is_last]
+
+    def outputs(self, z_last: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Full sums and, for compositing, the sums without the last sample."""
+        return {"rgb": self.rgb, "acc": self.acc, "depth": self.depth, "opacity": self.acc - self.last_w,
+                "inner_rgb": self.rgb - self.last_w[:, None] * self.last_rgb,
+                "inner_depth": self.depth - self.last_w * z_last}
