@@ -86,11 +86,13 @@ class FastRenderer:
     def occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> Occupancy:
         return body_occupancy(sparse_input, self.margin)
 
-    def refine_pays(self, occupancy: Occupancy, samples: int | None) -> bool:
-        """Whether another refinement level pays for its probes with ``samples`` in ``occupancy`` (None: refine)."""
+    def refine_pays(self, occupancy: Occupancy, samples_in: Callable[[Occupancy], int] | None) -> bool:
+        """Whether another refinement level pays for its probes with ``samples_in(occupancy)`` samples in it (None:
+        refine); the samples are only counted when a level is left."""
         if occupancy.level >= len(self.refine_dilations):
             return False
-        return samples is None or samples >= self.refine_min_samples_per_probe * occupancy.next_level_probes
+        return samples_in is None or (samples_in(occupancy)
+                                      >= self.refine_min_samples_per_probe * occupancy.next_level_probes)
 
     def refined_occupancy(self, network: NeuralBodyNetwork, sparse_input: SparseInput, occupancy: Occupancy,
                           tables: FeatureTables,
@@ -100,7 +102,7 @@ class FastRenderer:
         def density(pts: torch.Tensor) -> torch.Tensor:
             return self._density(network, tables, sparse_input, pts, keep_trunk=False)[0]
 
-        while self.refine_pays(occupancy, None if samples_in is None else samples_in(occupancy)):
+        while self.refine_pays(occupancy, samples_in):
             probes = occupancy.probes
             occupancy = refine_level(occupancy, density, self.refine_dilations[occupancy.level])
             self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + occupancy.probes - probes

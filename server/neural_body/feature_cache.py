@@ -95,14 +95,9 @@ class FeatureCache:
                 return entry[1]
             self.misses += counted
         value = build()  # outside the lock: encoding is the slow part
-        size = nbytes_of(value)
         with self._lock:
-            if size <= self.budget_bytes and key not in self._entries:
-                self._entries[key] = (owner, value, size)
-                self.bytes_used += size
-                while self.bytes_used > self.budget_bytes:
-                    _, (_, _, dropped) = self._entries.popitem(last=False)
-                    self.bytes_used -= dropped
+            if key not in self._entries:
+                self._insert(key, owner, value)
         return value
 
     def peek(self, key: str) -> Any | None:
@@ -116,17 +111,22 @@ class FeatureCache:
 
     def put(self, key: str, owner: str, value: Any) -> None:
         """Keep ``value`` under ``key``, replacing what was there (dropped when it alone exceeds the budget)."""
-        size = nbytes_of(value)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.bytes_used -= old[2]
-            if size <= self.budget_bytes:
-                self._entries[key] = (owner, value, size)
-                self.bytes_used += size
-                while self.bytes_used > self.budget_bytes:
-                    _, (_, _, dropped) = self._entries.popitem(last=False)
-                    self.bytes_used -= dropped
+            self._insert(key, owner, value)
+
+    def _insert(self, key: str, owner: str, value: Any) -> None:
+        """Keep a new entry (the lock held), dropping the least recently used ones beyond the budget."""
+        size = nbytes_of(value)
+        if size > self.budget_bytes:
+            return
+        self._entries[key] = (owner, value, size)
+        self.bytes_used += size
+        while self.bytes_used > self.budget_bytes:
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self.bytes_used -= dropped
 
     def get_or_encode(self, key: str, owner: str, encode: Callable[[], Volumes]) -> Volumes:
         return self.get(key, owner, encode)
@@ -207,6 +207,8 @@ class CachedFastRenderer(FastRenderer):
         kept = self.cache.peek(key)
         if kept is not None:
             occupancy = kept.occupancy.anchored_at(sparse_input)
+            if occupancy.level >= len(self.refine_dilations):
+                return occupancy  # fully refined: nothing left to pay for
         earlier = kept.samples if kept is not None else 0
         counted = None if samples_in is None else (lambda occ: earlier + samples_in(occ))
         refined = super().refined_occupancy(network, sparse_input, occupancy, tables, counted)

@@ -8,13 +8,13 @@ empty space (density 0), which is what lets them skip most of the network evalua
   ``margin`` metres of a vertex, plus the body's interior (holes of that shell filled), so that a see-through actor
   keeps its inner density.
 - ``Occupancy.contains(pts_smpl (...,3)) -> bool (...)``: nearest-cell lookup; points outside the grid are empty.
-- ``refine_by_density(occupancy, density, dilations=DEFAULT_DILATIONS) -> Occupancy``: the cells of
-  ``occupancy`` near positive density (``density``: (N,3) SMPL-frame points → raw density (N,)), probed at the cell
-  centres, coarse to fine. The network's density is a ReLU: about 70 % of the samples inside the body occupancy of
-  the demo actor are exactly 0 (the shell outside the actor); this per-pose probe lets the fast renderer skip most
-  of them, in the spirit of nerfacc's occupancy grid but fixed for a trained network and one pose.
-  ``refine_level(occupancy, density, dilation)`` is one of its levels (``Occupancy.level`` counts those applied,
-  ``Occupancy.next_level_probes`` is what the next one costs), for callers that decide level by level.
+- ``refine_level(occupancy, density, dilation) -> Occupancy``: the cells of ``occupancy`` near positive density
+  (``density``: (N,3) SMPL-frame points → raw density (N,)), probed at the cell centres, one level finer each call
+  (``DEFAULT_DILATIONS`` per level, coarse to fine). The network's density is a ReLU: about 70 % of the samples
+  inside the body occupancy of the demo actor are exactly 0 (the shell outside the actor); this per-pose probe lets
+  the fast renderer skip most of them, in the spirit of nerfacc's occupancy grid but fixed for a trained network and
+  one pose. ``Occupancy.level`` counts the levels applied, ``Occupancy.next_level_probes`` is what the next one
+  costs, so callers decide level by level (``FastRenderer.refined_occupancy``).
 
 The margin must cover where a trained network puts density around the body (loose clothes, hair, its own blur):
 ``DEFAULT_MARGIN`` was chosen by measuring the agreement of the fast path with the reference (see
@@ -138,24 +138,14 @@ def body_occupancy(sparse_input: SparseInput, margin: float = DEFAULT_MARGIN,
                                                                                       dtype=torch.float32))
 
 
-def refine_by_density(occupancy: Occupancy, density: Callable[[torch.Tensor], torch.Tensor],
-                      dilations: tuple[int, ...] = DEFAULT_DILATIONS) -> Occupancy:
-    """The cells of ``occupancy`` near positive density, probed coarse to fine.
-
-    ``density`` maps (N,3) SMPL-frame points to the network's raw density (N,) (positive = not empty). Level 0 probes
-    the centre of every cell and keeps the cells within ``dilations[0]`` cells (Chebyshev) of a positive one; each
-    further level halves the cells of what was kept, probes their centres and keeps those within ``dilations[i]``
-    of a positive one. A sample the result drops is one the renderer treats as empty, so the dilations must cover
-    how far density reaches beyond the positive centres (see ``DEFAULT_DILATIONS``)."""
-    if not dilations or min(dilations) < 0:
-        raise ValueError(f"the dilations must be one or more cell counts >= 0; got {dilations}")
-    for dilation in dilations:
-        occupancy = refine_level(occupancy, density, dilation)
-    return occupancy
-
-
 def refine_level(occupancy: Occupancy, density: Callable[[torch.Tensor], torch.Tensor], dilation: int) -> Occupancy:
-    """One level of ``refine_by_density``: the first probes the cells themselves, a later one their halves."""
+    """The cells of ``occupancy`` near positive density, one level finer (``Occupancy.level`` + 1).
+
+    ``density`` maps (N,3) SMPL-frame points to the network's raw density (N,) (positive = not empty). The first
+    level probes the centre of every cell and keeps the cells within ``dilation`` cells (Chebyshev) of a positive one;
+    each further level halves the cells of what was kept, probes their centres and keeps those within ``dilation`` of
+    a positive one. A sample the result drops is one the renderer treats as empty, so the dilations must cover how far
+    density reaches beyond the positive centres (see ``DEFAULT_DILATIONS``)."""
     if dilation < 0:
         raise ValueError(f"the dilation must be a cell count >= 0; got {dilation}")
     if occupancy.level:

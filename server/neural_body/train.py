@@ -259,6 +259,7 @@ class Trainer:
         self.scheduler = EpochExponentialLR(self.optimizer, decay_epochs=config.decay_iters / config.epoch_iters)
         self.step = 0
         self.train_seconds = 0.0  # training wall-clock over every run of this checkpoint (evaluations excluded)
+        self._eval_seconds = 0.0  # held-out evaluations of the current run (not training time)
         self.seed = config.seed  # with the step, all a step draws depends on (a checkpoint keeps it)
         self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share)
         if world_size > 1:
@@ -421,7 +422,7 @@ class Trainer:
                    disable=not cfg.progress or self.rank != 0)
         checkpoint, saved_step = None, -1
         window: list[float] = []
-        self._eval_seconds = 0.0  # held-out evaluations are not training time
+        self._eval_seconds = 0.0
         run_start_seconds = self.train_seconds
 
         def seconds() -> float:

@@ -16,7 +16,7 @@ import torch
 
 from neural_human_addon.core.camera import look_at_extrinsics
 from server.neural_body.fast_renderer import FastRenderer, fused_feature_latent
-from server.neural_body.occupancy import body_occupancy, refine_by_density
+from server.neural_body.occupancy import body_occupancy, refine_level
 from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import ImageRender, raw2outputs, render_image, render_rays, sample_depths
 from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
@@ -119,7 +119,7 @@ def test_occupancy_holds_the_body_its_margin_and_interior_only():
         body_occupancy(sparse, margin=-1.0)
 
 
-def test_refine_by_density_keeps_the_cells_near_density_coarse_to_fine():
+def test_refine_level_keeps_the_cells_near_density_coarse_to_fine():
     verts = ellipsoid_body(2000)
     sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
     occ = body_occupancy(sparse, margin=0.05)
@@ -130,8 +130,11 @@ def test_refine_by_density_keeps_the_cells_near_density_coarse_to_fine():
         queried.append(pts.shape[0])
         return radius - torch.linalg.norm(pts - centre, dim=1)
 
-    refined = refine_by_density(occ, density, (2, 1))
+    coarse = refine_level(occ, density, 2)
+    refined = refine_level(coarse, density, 1)
+    assert (coarse.level, refined.level) == (1, 2) and coarse.cell_size == occ.cell_size
     assert refined.cell_size == occ.cell_size / 2 and refined.probes == sum(queried)
+    assert queried == [occ.next_level_probes, coarse.next_level_probes]
     assert queried[0] == int(occ.grid.sum()) and queried[1] < queried[0] * 8
     inside = centre + (torch.rand(5000, 3) * 2 - 1) * radius
     inside = inside[torch.linalg.norm(inside - centre, dim=1) < radius]
@@ -141,9 +144,9 @@ def test_refine_by_density_keeps_the_cells_near_density_coarse_to_fine():
     far = torch.linalg.norm(probes - centre, dim=1) > radius + (1 + 2 * math.sqrt(3)) * refined.cell_size
     assert int(far.sum()) > 1000 and not bool(refined.contains(probes[far]).any())
     assert not bool((refined.contains(probes) & ~occ.contains(probes)).any())
-    assert not bool(refine_by_density(occ, lambda p: -torch.ones(p.shape[0]), (2, 1)).grid.any())
-    with pytest.raises(ValueError, match="dilations"):
-        refine_by_density(occ, density, ())
+    assert not bool(refine_level(occ, lambda p: -torch.ones(p.shape[0]), 2).grid.any())
+    with pytest.raises(ValueError, match="dilation"):
+        refine_level(occ, density, -1)
 
 
 @pytest.mark.slow
