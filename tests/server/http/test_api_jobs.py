@@ -49,8 +49,14 @@ def test_job_render_and_mesh_frames(server):
         assert c.get(f"/v1/jobs/{job_id}/frames/99").json()["error"]["code"] == "unknown_frame"
 
 
+def _new_pose(i: int) -> dict:
+    b = body(0)
+    b["poses"][5] = 0.01 * i  # a pose of its own: no frame is a cache hit, each takes its full time
+    return b
+
+
 def test_job_cancel_keeps_finished_frames(server):
-    frames = [{"frame": i, "body": body(i % 2), "camera": camera(16, 12)} for i in range(30)]
+    frames = [{"frame": i, "body": _new_pose(i), "camera": camera(48, 36)} for i in range(30)]
     with server.client() as c:
         job_id = c.post("/v1/jobs", json={"actor": ACTOR_ID, "outputs": ["rgba"], "frames": frames}).json()["id"]
         _wait(c, job_id, states=("running",))

@@ -28,12 +28,17 @@ def test_health_and_job_status_answer_promptly_while_abandoned_renders_wait(own_
         job = c.post("/v1/jobs", json={"actor": ACTOR_ID, "outputs": ["rgba"],
                                        "frames": [{"frame": 0, "body": body(0), "camera": camera(8, 6)}]}).json()
 
+    # A render that takes far longer than the clients wait (the body filling a 192x144 image: ~1.5-3 s on a CPU;
+    # a small one now takes less than the wait, and the queue would be empty before it is looked at).
+    big = camera(192, 144)
+    big["K"][0][0] = big["K"][1][1] = 132.0
+
     def abandon(i: int) -> None:
         b = body(0)
         b["poses"][5] = 0.01 * i  # a new pose each: no cache hits
         try:
-            httpx.post(f"{srv.url}/v1/actors/{ACTOR_ID}/render", json={"body": b, "camera": camera(96, 72)},
-                       headers={"Authorization": f"Bearer {srv.token}"}, timeout=0.5)
+            httpx.post(f"{srv.url}/v1/actors/{ACTOR_ID}/render", json={"body": b, "camera": big},
+                       headers={"Authorization": f"Bearer {srv.token}"}, timeout=0.2)
         except httpx.TimeoutException:
             pass
 
