@@ -4,7 +4,8 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 
 - frame: one WxW image (256 on CPU, 512 on CUDA) of a new pose each frame (the sparse-conv encode counted, no
   cache), the body filling ~80% of the image height; median seconds per frame of each path, the ratio, and their
-  agreement on the same frames (PSNR over premultiplied RGB, max alpha difference);
+  agreement on the same frames (PSNR over premultiplied RGB, max alpha difference); on CUDA also per precision of
+  the fast path's point network (tf32, bf16, fp16) against the fp32 reference;
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
@@ -443,13 +444,14 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     import torch
 
     from server.neural_body.actor import load_actor
+    from server.neural_body.config import PRECISIONS
 
     device = torch.device(device_name)
     actor = load_actor(actor_dir, device)
     network = actor.network
     renderers = ["fast", "reference"] if args.renderer == "both" else [args.renderer]
     size = (128 if args.quick else 256) if device.type == "cpu" else 512
-    poses = _poses(actor, 2)
+    poses = _poses(actor, 2 if device.type == "cpu" else 8)  # GPU frames are short: more of them for the median
     out: dict[str, Any] = {"device": str(device)}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
@@ -457,6 +459,9 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     with torch.no_grad():
         render_image_warm_up(network, poses[0], renderers)
     out["frame"] = bench_frames(network, poses, size, renderers)
+    if device.type == "cuda" and "fast" in renderers:  # the point network's precision: speed and agreement each
+        out["frame_precisions"] = {p: bench_frames(network, poses, size, ["fast", "reference"], precision=p)
+                                   for p in PRECISIONS if p != "fp32"}
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
     margins = [float(m) for m in args.margins.split(",") if m.strip()]
     if margins:

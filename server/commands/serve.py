@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fast path: metres around the body that may hold density (default {DEFAULT_MARGIN}; "
                              "raise it for actors with loose clothes far from the body model)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fast path: precision of the point network (bf16/fp16 on CUDA; default fp32)")
+                        help="fast path: precision of the point network (tf32/bf16/fp16 on CUDA; default fp32)")
     parser.add_argument("--keep-jobs", type=int, default=JobPolicy.keep,
                         help="jobs kept; beyond, the oldest ended ones are removed with their frames (jobs queued, "
                              f"running or ended in the last {JobPolicy.recent_s:.0f} s never are; default "

@@ -60,7 +60,7 @@ MESH_THRESHOLD = 5.0  # iso level of the raw density
 # (occupancy.DEFAULT_MARGIN) and the precision of its point network.
 RENDERERS: tuple[str, ...] = ("fast", "reference")
 DEFAULT_MARGIN = 0.05  # metres: measured, see docs/fast_path.md
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")  # tf32: fp32 matrix products on tensor cores (CUDA)
 # Points per batch of the point network on the fast paths (render, mesh): small batches on a CPU keep the 256-wide
 # activations in its caches (measured on 2 cores: ~1.6x the matrix throughput of 64k-point batches), large ones fill
 # a GPU.

@@ -21,7 +21,8 @@ refine_min_samples_per_probe=REFINE_MIN_SAMPLES_PER_PROBE)`` implements
 Skipping a sample is exactly the reference with zero density there, so the only differences are the density the
 network puts outside the (refined) occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
 
-``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower).
+``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower);
+"tf32" keeps fp32 tensors but lets CUDA's matrix products use TF32 tensor cores (on a CPU it is fp32).
 The pose's features come as ``FeatureTables`` (the sparse-conv levels' active sites and an index grid, instead of
 the reference's dense volumes: the same trilinear values, without densifying ~150 MB per pose).
 ``features(network, sparse_input)``, ``occupancy(network, sparse_input)`` and ``refined_occupancy(network,
@@ -32,7 +33,7 @@ network batch) defaults by device (``config.point_chunk``: small batches on a CP
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,8 +174,10 @@ class FastRenderer:
     # ------------------------------------------------------------------ rays
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision == "fp32" or (self.precision == "tf32" and device.type != "cuda"):
             return contextlib.nullcontext()
+        if self.precision == "tf32":
+            return _tf32_matmuls()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -311,3 +314,14 @@ class _RaySums:
         return {"rgb": self.rgb, "acc": self.acc, "depth": self.depth, "opacity": self.acc - self.last_w,
                 "inner_rgb": self.rgb - self.last_w[:, None] * self.last_rgb,
                 "inner_depth": self.depth - self.last_w * z_last}
+
+
+@contextlib.contextmanager
+def _tf32_matmuls() -> Iterator[None]:
+    """CUDA fp32 matrix products on tensor cores (TF32) for the duration; the process-wide flag is restored after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
