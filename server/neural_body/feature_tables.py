@@ -38,9 +38,10 @@ class FeatureLevel:
         base = torch.floor(p)
         frac = p - base
         # the 8 corners' rows: the lower corner's flat index (+1: the index grid's padding) plus fixed offsets
+        # (integer products as sums: CUDA has no integer matrix product)
         strides = torch.tensor([1, width + 2, (height + 2) * (width + 2)], device=grid.device)
-        lower = (base.long() + 1) @ strides
-        flat = (lower[:, None] + _CORNERS.to(grid.device) @ strides).clamp_(0, self.index.numel() - 1)
+        lower = ((base.long() + 1) * strides).sum(1)
+        flat = (lower[:, None] + (_CORNERS.to(grid.device) * strides).sum(1)).clamp_(0, self.index.numel() - 1)
         rows = self.index.view(-1).index_select(0, flat.view(-1)).view(-1, 8)
         # trilinear weights as the outer product of the per-axis ones, in corner order (bit 0 = x, 2 = z)
         w = frac.new_empty((frac.shape[0], 2, 3))  # weight of the lower / upper corner per axis

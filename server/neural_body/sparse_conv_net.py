@@ -11,10 +11,13 @@ out]`` and are converted by ``server.neural_body.checkpoint_import``.
 
 The conv algorithm follows the device of the input: ``ConvAlgo.Native`` on CPU (the only one spconv's CPU path
 has), spconv's default implicit GEMM (``MaskImplicitGemm``) on CUDA. ``conv_algo_for(device)`` names the choice.
+Vertices that share a voxel are paired as the native algorithm pairs them on every device (see "shared voxels"
+below): the two algorithms differ there, and the encode must not depend on the device.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import spconv.pytorch as spconv
@@ -90,8 +93,14 @@ class SparseConvNet(nn.Module):
         algo = conv_algo_for(x.features.device)
         if any(conv.algo != algo for conv in self.sparse_convs()):
             self.set_algo(algo)
-        net = self.conv0(x)
-        net = self.down0(net)
+        shared = _shared_voxels(x)
+        if shared is None:
+            net = self.down0(self.conv0(x))
+        else:  # vertices that share a voxel: the native algorithm's sums, on any device (see _subm_rows)
+            rows = x.features
+            for layer in self.conv0:
+                rows = _subm_rows(layer, rows, shared) if isinstance(layer, spconv.SubMConv3d) else layer(rows)
+            net = self.down0(shared.voxels.replace_feature(shared.sums(rows)))
         net1 = self.conv1(net)
         net = self.down1(net1)
         net2 = self.conv2(net)
@@ -100,3 +109,58 @@ class SparseConvNet(nn.Module):
         net = self.down3(net3)
         net4 = self.conv4(net)
         return [net1, net2, net3, net4]
+
+
+# ---------------------------------------------------------------------------------------------------- shared voxels
+# The input holds one row per vertex, and at 5 mm several vertices share a voxel (about 30 % of the demo body's).
+# spconv's algorithms disagree on such duplicates: the CUDA implicit GEMM reads one row per voxel (which one is not
+# defined), so the same actor rendered differently on a GPU and from one encode to the next, while the native (CPU)
+# algorithm, which every actor here was trained with, pairs them deterministically (measured tap by tap): the centre
+# tap reads the row itself; a tap after the centre (kernel offset index > centre) reads the first row (lowest index)
+# of the neighbouring voxel; a tap before the centre adds every row of the neighbouring voxel, into the first row of
+# a voxel only (its other rows get nothing from it). The first block reproduces exactly that on every device, with
+# two submanifold convs over the unique voxels (the sums, the first rows) and half kernels; the strided conv after it
+# sums a voxel's rows, as the native one does.
+
+
+def _shared_voxels(x: spconv.SparseConvTensor) -> SharedVoxels | None:
+    """How the rows of ``x`` share voxels, or None when every row has its own."""
+    unique, inverse = torch.unique(x.indices, dim=0, return_inverse=True)
+    if len(unique) == len(x.indices):
+        return None
+    rows = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((len(unique),), len(inverse), dtype=rows.dtype, device=rows.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    empty = x.features.new_zeros((len(unique), x.features.shape[1]))
+    return SharedVoxels(spconv.SparseConvTensor(empty, unique, x.spatial_shape, x.batch_size), inverse, first)
+
+
+@dataclass(frozen=True)
+class SharedVoxels:
+    voxels: spconv.SparseConvTensor  # the unique voxels (features to be replaced)
+    inverse: torch.Tensor  # (N,) each row's voxel
+    first: torch.Tensor  # (U,) each voxel's first row
+
+    def sums(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.new_zeros((len(self.first), rows.shape[1])).index_add_(0, self.inverse, rows)
+
+    def is_first(self) -> torch.Tensor:
+        """(N,1) 1.0 for the first row of each voxel, else 0.0."""
+        flag = torch.zeros(len(self.inverse), 1, device=self.inverse.device)
+        flag[self.first] = 1.0
+        return flag
+
+
+def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels) -> torch.Tensor:
+    """A submanifold conv (bias-free, odd kernel) of rows that share voxels, as the native algorithm pairs them."""
+    weight = conv.weight  # (out, kD, kH, kW, in), KRSC
+    taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    order = torch.arange(taps, device=weight.device).reshape(1, *weight.shape[1:4], 1)
+    centre = taps // 2
+    before = torch.func.functional_call(conv, {"weight": weight * (order < centre)},
+                                        (shared.voxels.replace_feature(shared.sums(rows)),)).features
+    after = torch.func.functional_call(conv, {"weight": weight * (order > centre)},
+                                       (shared.voxels.replace_feature(rows[shared.first]),)).features
+    k = weight.shape[1] // 2
+    own = rows @ weight[:, k, k, k, :].T
+    return own + after[shared.inverse] + before[shared.inverse] * shared.is_first()

@@ -151,3 +151,43 @@ def test_duplicate_voxels_are_passed_to_spconv() -> None:
         volumes = network.encode_sparse_voxels(sparse)
     assert all(bool(torch.isfinite(v).all()) for v in volumes)
     assert all(float(v.abs().sum()) > 0 for v in volumes)
+
+
+def test_shared_voxels_are_paired_as_spconvs_native_algorithm_does() -> None:
+    """The first block's rows that share voxels, computed on the unique voxels (what every device runs), equal
+    spconv's native (CPU) submanifold conv of the rows themselves: the pairing every actor was trained with."""
+    import spconv.pytorch as spconv
+    from spconv.core import ConvAlgo
+
+    from server.neural_body.sparse_conv_net import _shared_voxels, _subm_rows
+
+    generator = torch.Generator().manual_seed(7)
+    voxels = torch.randint(0, 6, (300, 3), generator=generator)  # ~170 voxels for 300 rows
+    indices = torch.cat([torch.zeros(300, 1, dtype=torch.long), voxels], 1).int()
+    rows = torch.randn(300, 4, generator=generator)
+    conv = spconv.SubMConv3d(4, 5, 3, bias=False, indice_key="k", algo=ConvAlgo.Native)
+    x = spconv.SparseConvTensor(rows, indices, [6, 6, 6], 1)
+    shared = _shared_voxels(x)
+    assert shared is not None and len(shared.first) < 200
+    with torch.no_grad():
+        torch.testing.assert_close(_subm_rows(conv, rows, shared), conv(x).features, rtol=1e-5, atol=1e-5)
+    unique = spconv.SparseConvTensor(rows[:5], torch.tensor([[0, i, 0, 0] for i in range(5)]).int(), [6, 6, 6], 1)
+    assert _shared_voxels(unique) is None
+
+
+def test_encoding_a_body_with_shared_voxels_equals_the_native_layers() -> None:
+    """The whole SparseConvNet with shared voxels: the same four levels as spconv's native layers applied to the
+    rows directly (so a GPU, whose implicit GEMM pairs duplicates otherwise, encodes what the CPU does)."""
+    verts = ellipsoid_body(200, seed=5)
+    verts[100:160] = verts[:60] + 0.001  # 60 vertices share voxels with others
+    network = random_network(200, 1, seed=5)
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    net = network.xyzc_net
+    with torch.no_grad():
+        levels = network.encode_sparse_levels(sparse)
+        x = net.down0(net.conv0(network._code_tensor(sparse)))  # spconv's own handling of the duplicates (CPU)
+        expected = [net.conv1(x)]
+        for down, conv in ((net.down1, net.conv2), (net.down2, net.conv3), (net.down3, net.conv4)):
+            expected.append(conv(down(expected[-1])))
+    for got, want in zip(levels, expected, strict=True):
+        torch.testing.assert_close(got.dense(), want.dense(), rtol=1e-4, atol=1e-4)
