@@ -14,9 +14,11 @@ made for (so it is never misplaced when orbiting), as straight-alpha RGBA over t
 the returned depth tested against the viewport's depth (or alpha only). Turning the toggle off, loading a file,
 disconnecting, an error (shown once) and disabling the add-on remove the handler and free its textures.
 
-Headless (background) Blender has no GPU context: textures, shaders and batches cannot be made there
-(``SystemError: GPU functions for drawing are not available in background mode``); :func:`gpu_drawing_available`
-says so and the draw code is skipped, while everything up to the arrays that are uploaded runs.
+Headless (background) Blender has no GPU context until something makes one (a Workbench or EEVEE render does, through
+EGL; Mesa's software EGL is enough): before that, textures, shaders and batches cannot be made (``SystemError: GPU
+functions for drawing are not available in background mode``) and :func:`gpu_drawing_available` says so. After it,
+:func:`draw_frame` draws into an offscreen buffer as it does into a viewport, which is how the tests check the
+pixels (tests/addon/blender/test_viewport_preview_e2e.py).
 """
 
 from __future__ import annotations
@@ -384,22 +386,34 @@ def upload_arrays(frame: PreviewFrame, window_matrix: Any) -> tuple[np.ndarray, 
 
 
 def gpu_drawing_available() -> tuple[bool, str]:
-    """(can the gpu module make textures here, why not). Background Blender has no GPU context."""
-    if "available" not in _GPU:
-        if bpy.app.background:
-            _GPU["available"] = (False, "background Blender has no GPU context (the gpu module refuses to draw)")
-        else:
-            _GPU["available"] = (True, "")
+    """(can the gpu module make textures here, why not). Background Blender has no GPU context until a render
+    (or anything else that starts the GPU backend) made one, so there the answer is probed, and kept once yes."""
+    if "available" in _GPU:
+        return _GPU["available"]
+    if bpy.app.background:
+        try:
+            gpu.types.GPUTexture((1, 1), format="RGBA8")
+        except SystemError:
+            return False, "background Blender has no GPU context yet (the gpu module refuses to draw)"
+    _GPU["available"] = (True, "")
     return _GPU["available"]
 
 
 _VERTEX = "void main() { uv = pos * 0.5 + 0.5; gl_Position = vec4(pos, 0.0, 1.0); }"
+# The texture holds sRGB-encoded colour. Blender sets the push constant ``srgbTarget`` of any shader that declares it
+# (true when the framebuffer encodes sRGB on write, as the viewport's does): the colour is then decoded to linear, so
+# the stored pixel is the colour sent; otherwise it is written as it is. (Blender's own
+# blender_srgb_to_framebuffer_space does the same but is not available to shaders made from a GPUShaderCreateInfo.)
 _FRAGMENT = """
+vec3 nh_srgb_to_linear(vec3 c) {
+  return mix(c / 12.92, pow((c + 0.055) / 1.055, vec3(2.4)), step(vec3(0.04045), c));
+}
 void main() {
   vec4 c = texture(image, uv);  /* premultiplied (filters cleanly); blended as straight alpha below */
   if (c.a <= 0.0) { discard; }
   gl_FragDepth = use_depth != 0 ? texture(depth_image, uv).r : 0.0;
-  color = blender_srgb_to_framebuffer_space(vec4(c.rgb / c.a, c.a));
+  vec3 rgb = c.rgb / c.a;
+  color = vec4(srgbTarget ? nh_srgb_to_linear(rgb) : rgb, c.a);
 }
 """
 
@@ -424,6 +438,7 @@ def shader_info() -> Any:
     info.sampler(0, "FLOAT_2D", "image")
     info.sampler(1, "FLOAT_2D", "depth_image")
     info.push_constant("INT", "use_depth")
+    info.push_constant("BOOL", "srgbTarget")  # set by Blender at bind (see _FRAGMENT)
     info.fragment_out(0, "VEC4", "color")
     if hasattr(info, "depth_write"):  # feature test: newer Blender wants gl_FragDepth declared
         info.depth_write("ANY")

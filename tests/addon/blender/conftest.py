@@ -21,3 +21,28 @@ def blender_scene():
     window.scene = previous
     created = [d for kind in _DATA_KINDS for d in getattr(bpy.data, kind) if d not in before[kind]]
     bpy.data.batch_remove(created)
+
+
+@pytest.fixture(scope="session")
+def gpu_context():
+    """Background Blender's GPU backend, started by a 4x4 Workbench render (through EGL; Mesa's software EGL is
+    enough): afterwards the gpu module makes textures, shaders and offscreen buffers. Skips where no EGL exists."""
+    import gpu
+
+    scene = bpy.data.scenes.new("nh_gpu_context")
+    camera = bpy.data.objects.new("nh_gpu_context", bpy.data.cameras.new("nh_gpu_context"))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x = scene.render.resolution_y = 4
+    try:
+        bpy.ops.render.render(scene=scene.name)
+    finally:
+        data = camera.data
+        bpy.data.objects.remove(camera)
+        bpy.data.cameras.remove(data)
+        bpy.data.scenes.remove(scene)
+    try:
+        gpu.types.GPUTexture((1, 1), format="RGBA8")
+    except SystemError as err:
+        pytest.skip(f"no GPU context can be made here (no EGL?): {err}")

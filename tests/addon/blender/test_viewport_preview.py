@@ -5,9 +5,8 @@ timer calls: `tick(now, views)` (feeds the schedulers, sends requests from worke
 answers on the main thread). Views are given explicitly (`ViewState`: RegionView3D's matrices and the region size)
 so the tests decide when the view changes.
 
-Drawing: background Blender has no GPU context, so `gpu.types.GPUTexture`, shaders and batches cannot be made
-("GPU functions for drawing are not available in background mode"); the tests check the arrays that would be
-uploaded and that the draw handler is registered and removed, and skip the texture test with that reason."""
+Drawing: background Blender has no GPU context until a render starts one (the `gpu_context` fixture: a tiny Workbench
+render through EGL); the textures and shader are made here, the pixels are checked in test_viewport_preview_e2e.py."""
 
 from __future__ import annotations
 
@@ -274,25 +273,20 @@ def test_shader_description_builds_without_a_gpu_context(root) -> None:
     vp = mod("viewport_preview")
     info = vp.shader_info()
     assert info is not None
-    assert "gl_FragDepth" in vp._FRAGMENT and "blender_srgb_to_framebuffer_space" in vp._FRAGMENT
+    assert "gl_FragDepth" in vp._FRAGMENT and "srgbTarget" in vp._FRAGMENT
 
 
-def test_textures_and_shader(root) -> None:
-    """Needs a GPU context: background Blender (these tests) has none, so this runs only in a UI or EGL session."""
+def test_textures_and_shader(root, gpu_context) -> None:
+    """With a GPU context (see the gpu_context fixture) the frame's textures and the preview shader are made."""
     vp = mod("viewport_preview")
-    ok, why = vp.gpu_drawing_available()
-    if not ok:
-        import gpu
-
-        with pytest.raises(SystemError, match="background mode"):
-            gpu.types.GPUTexture((2, 2), format="RGBA32F")
-        pytest.skip(why)
+    assert vp.gpu_drawing_available() == (True, "")
     view = a_view()
     frame = vp.PreviewFrame(view.fingerprint, view.window_matrix, np.ones((4, 6, 4), np.float32),
                             np.full((4, 6), 2.0, np.float32), 1.0)
     tex, dtex = vp._textures(frame, view.window_matrix)
     assert (tex.width, tex.height, dtex.width) == (6, 4, 6)
-    vp._shader_and_batch()
+    shader, batch = vp._shader_and_batch()
+    assert shader is not None and batch is not None
 
 
 def test_camera_view_matches_blenders_own_camera_projection(addon, blender_scene) -> None:

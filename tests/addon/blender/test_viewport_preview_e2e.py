@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from mathutils import Matrix
+from PIL import Image
 
 from neural_human_addon.core.camera import look_at_matrix_world
 from neural_human_addon.core.viewport_camera import project_to_region
@@ -88,3 +90,94 @@ def test_preview_frame_lands_where_the_body_projects(addon, scene) -> None:  # n
     finally:
         settings.enabled = False
     assert not vp.handler_registered()
+
+
+def _quad_in_view(view, x0: float, x1: float, distance: float) -> np.ndarray:
+    """World corners (two triangles) of a rectangle facing the viewer ``distance`` m in front of it, covering the
+    horizontal NDC span [x0, x1] and the whole height."""
+    a, b = view.window_matrix[0, 0], view.window_matrix[1, 1]
+    xs = np.array([x0, x1]) * distance / a
+    y = 1.05 * distance / b
+    corners = [(xs[0], -y), (xs[1], -y), (xs[1], y), (xs[0], -y), (xs[1], y), (xs[0], y)]
+    cam = np.array([[cx, cy, -distance, 1.0] for cx, cy in corners])
+    return (cam @ np.linalg.inv(view.view_matrix).T)[:, :3]
+
+
+def _draw_scene(view, quads, frame, use_depth: bool, vp) -> np.ndarray:
+    """An offscreen 'viewport': grey background, opaque coloured quads drawn with depth, then the preview frame as
+    the draw handler draws it. Returns the colour buffer (H,W,4), row 0 on top."""
+    import gpu
+    from gpu_extras.batch import batch_for_shader
+
+    offscreen = gpu.types.GPUOffScreen(view.width, view.height)
+    try:
+        with offscreen.bind():
+            fb = gpu.state.active_framebuffer_get()
+            fb.clear(color=(0.2, 0.2, 0.2, 1.0), depth=1.0)
+            with gpu.matrix.push_pop(), gpu.matrix.push_pop_projection():
+                gpu.matrix.load_matrix(Matrix(view.view_matrix.tolist()))
+                gpu.matrix.load_projection_matrix(Matrix(view.window_matrix.tolist()))
+                shader = gpu.shader.from_builtin("UNIFORM_COLOR")
+                gpu.state.depth_test_set("LESS_EQUAL")
+                gpu.state.depth_mask_set(True)
+                for corners, colour in quads:
+                    batch = batch_for_shader(shader, "TRIS", {"pos": [tuple(c) for c in corners]})
+                    shader.bind()
+                    shader.uniform_float("color", colour)
+                    batch.draw(shader)
+                gpu.state.depth_mask_set(False)
+                vp.draw_frame(frame, use_depth)
+            pixels = np.array(fb.read_color(0, 0, view.width, view.height, 4, 0, "FLOAT").to_list(), np.float32)
+    finally:
+        offscreen.free()
+    return pixels.reshape(view.height, view.width, 4)[::-1]
+
+
+def test_preview_is_drawn_where_the_body_is_and_nearer_objects_hide_it(addon, scene, gpu_context,  # noqa: F811
+                                                                       tmp_path) -> None:
+    """The real draw path (textures, shader, depth test) into an offscreen buffer of the viewport's size and
+    matrices, with the demo actor's answer: the actor's pixels land where the body projects, a plane in front of
+    it hides it, a plane behind it is hidden by it, and 'alpha only' draws over both."""
+    vp = sys.modules[f"{addon.__name__}.blender.viewport_preview"]
+    root, rig = add_actor(addon, scene)
+    pelvis = np.array(pelvis_world(rig))
+    width, height = 64, 48
+    c2w = look_at_matrix_world(pelvis + np.array([0.4, -3.2, 0.1]), pelvis)
+    a = 2 * 50.0 / 36.0
+    window = np.array([[a, 0, 0, 0], [0, a * width / height, 0, 0], [0, 0, -1.0002, -0.02], [0, 0, -1.0, 0]])
+    view = vp.ViewState("offscreen", np.linalg.inv(c2w), window, width, height)
+    settings = root.neural_human_preview
+    settings.resolution_scale, settings.max_fps = 1.0, 30.0
+    settings.enabled = True
+    try:
+        vp.tick(0.0, [view])
+        _answer(vp, view, vp.DEBOUNCE_S)
+        _, session = _answer(vp, view, vp.DEBOUNCE_S + 1.0)
+        frame = session.frame
+        assert frame.rgba.shape == (height, width, 4) and vp.gpu_drawing_available()[0]
+        body_distance = -(view.view_matrix @ np.append(pelvis, 1.0))[2]
+        near = (_quad_in_view(view, -1.0, -0.1, body_distance - 1.0), (0.0, 0.0, 1.0, 1.0))  # left: in front
+        far = (_quad_in_view(view, 0.1, 1.0, body_distance + 1.0), (0.0, 1.0, 0.0, 1.0))  # right: behind
+        drawn = _draw_scene(view, [near, far], frame, True, vp)
+        over = _draw_scene(view, [near, far], frame, False, vp)
+    finally:
+        settings.enabled = False
+    image = Image.fromarray((np.clip(drawn[..., :3], 0, 1) * 255).astype(np.uint8))
+    image.resize((4 * width, 4 * height), Image.NEAREST).save(tmp_path / "viewport_preview_offscreen.png")
+    alpha = frame.rgba[..., 3]
+    xs = (np.arange(width) + 0.5) / width * 2 - 1  # NDC x of each pixel column
+    body = alpha > 0.95
+    left, right, middle = body & (xs < -0.12), body & (xs > 0.12), body & (np.abs(xs) < 0.08)
+    assert left.sum() > 10 and right.sum() > 10 and middle.sum() > 10, (left.sum(), right.sum(), middle.sum())
+    blue, green = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
+    # the plane in front hides the actor
+    assert np.abs(drawn[left][:, :3] - blue).max() < 0.02
+    # behind the actor's pixels the far plane is hidden; in the gap between the planes the actor is drawn as sent
+    assert np.abs(drawn[right][:, :3] - green).max(axis=1).min() > 0.2
+    expected = frame.rgba[..., :3]
+    assert np.median(np.abs(drawn[middle][:, :3] - expected[middle]).max(axis=1)) < 0.1
+    # empty preview pixels leave the scene untouched
+    empty = (alpha == 0) & (np.abs(xs) < 0.08)
+    assert np.abs(drawn[empty][:, :3] - 0.2).max() < 0.02
+    # alpha only: the actor over everything
+    assert np.median(np.abs(over[left][:, :3] - expected[left]).max(axis=1)) < 0.1
