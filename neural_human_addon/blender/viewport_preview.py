@@ -16,7 +16,7 @@ disconnecting, an error (shown once) and disabling the add-on remove the handler
 
 Headless (background) Blender has no GPU context until something makes one (a Workbench or EEVEE render does, through
 EGL; Mesa's software EGL is enough): before that, textures, shaders and batches cannot be made (``SystemError: GPU
-functions for drawing are not available in background mode``) and :func:`gpu_drawing_available` says so. After it,
+functions for drawing are not available in background mode``; no draw handler runs there either). After it,
 :func:`draw_frame` draws into an offscreen buffer as it does into a viewport, which is how the tests check the
 pixels (tests/addon/blender/test_viewport_preview_e2e.py).
 """
@@ -52,7 +52,7 @@ TICK_S = 0.05
 DEBOUNCE_S = 0.15
 OUTPUTS = ("rgba", "depth")
 
-__all__ = ["ViewState", "disable_all", "drain", "gather_views", "gpu_drawing_available", "tick", "upload_arrays"]
+__all__ = ["ViewState", "disable_all", "drain", "gather_views", "tick", "upload_arrays"]
 
 
 # --- settings -------------------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class Session:
 SESSIONS: dict[tuple[str, str], Session] = {}
 RESULTS: queue.Queue = queue.Queue()
 _HANDLE: list[Any] = []  # the draw handler, when registered
-_GPU: dict[str, Any] = {}  # shader and batch, made on first draw; "unavailable": reason
+_GPU: dict[str, Any] = {}  # shader and batch, made on first draw
 SENT: list[PreviewRequest] = []  # every request sent (tests count them)
 
 
@@ -383,20 +383,6 @@ def _redraw() -> None:
 def upload_arrays(frame: PreviewFrame, window_matrix: Any) -> tuple[np.ndarray, np.ndarray]:
     """What goes into the textures (:func:`core.preview_image.upload_arrays`)."""
     return preview_image.upload_arrays(frame.rgba, frame.depth, window_matrix)
-
-
-def gpu_drawing_available() -> tuple[bool, str]:
-    """(can the gpu module make textures here, why not). Background Blender has no GPU context until a render
-    (or anything else that starts the GPU backend) made one, so there the answer is probed, and kept once yes."""
-    if "available" in _GPU:
-        return _GPU["available"]
-    if bpy.app.background:
-        try:
-            gpu.types.GPUTexture((1, 1), format="RGBA8")
-        except SystemError:
-            return False, "background Blender has no GPU context yet (the gpu module refuses to draw)"
-    _GPU["available"] = (True, "")
-    return _GPU["available"]
 
 
 _VERTEX = "void main() { uv = pos * 0.5 + 0.5; gl_Position = vec4(pos, 0.0, 1.0); }"

@@ -28,20 +28,21 @@ class FeatureLevel:
     index: torch.Tensor  # (D+2, H+2, W+2) int64: row of each cell (padded by one cell of zero rows)
     table: torch.Tensor  # (n+1, C) features of the active sites, then a zero row
     shape: tuple[int, int, int]  # (D, H, W) of the level
+    strides: torch.Tensor  # (3,) int64: flat-index steps of x, y, z in ``index``
+    corners: torch.Tensor  # (8,) int64: flat-index offsets of a cell's 8 corners from its lower corner
+    top: torch.Tensor  # (3,) float32: the last cell index along x, y, z (W-1, H-1, D-1)
 
     def features_at(self, grid: torch.Tensor) -> torch.Tensor:
         """Trilinear features at grid_sample coordinates (N,3) in [-1,1] (x,y,z) → (N,C)."""
-        depth, height, width = self.shape
-        top = grid.new_tensor([width - 1, height - 1, depth - 1])
+        top = self.top
         p = (grid + 1.0) * (0.5 * top)  # voxel coordinates (x,y,z), as grid_sample with align_corners
-        p = torch.minimum(torch.maximum(p, p.new_tensor(-1.0)), top + 1.0)  # beyond one cell: zeros anyway
+        p = torch.minimum(p.clamp_min_(-1.0), top + 1.0)  # beyond one cell: zeros anyway
         base = torch.floor(p)
         frac = p - base
         # the 8 corners' rows: the lower corner's flat index (+1: the index grid's padding) plus fixed offsets
         # (integer products as sums: CUDA has no integer matrix product)
-        strides = torch.tensor([1, width + 2, (height + 2) * (width + 2)], device=grid.device)
-        lower = ((base.long() + 1) * strides).sum(1)
-        flat = (lower[:, None] + (_CORNERS.to(grid.device) * strides).sum(1)).clamp_(0, self.index.numel() - 1)
+        lower = ((base.long() + 1) * self.strides).sum(1)
+        flat = (lower[:, None] + self.corners).clamp_(0, self.index.numel() - 1)
         rows = self.index.view(-1).index_select(0, flat.view(-1)).view(-1, 8)
         # trilinear weights as the outer product of the per-axis ones, in corner order (bit 0 = x, 2 = z)
         w = frac.new_empty((frac.shape[0], 2, 3))  # weight of the lower / upper corner per axis
@@ -66,7 +67,11 @@ class FeatureTables:
             sites = level.indices.long()  # (n,4) batch, d, h, w
             index[sites[:, 1] + 1, sites[:, 2] + 1, sites[:, 3] + 1] = torch.arange(n, device=features.device)
             table = torch.cat([features, features.new_zeros((1, features.shape[1]))])
-            out.append(FeatureLevel(index=index, table=table, shape=(depth, height, width)))
+            strides = torch.tensor([1, width + 2, (height + 2) * (width + 2)], device=features.device)
+            corners = (_CORNERS.to(features.device) * strides).sum(1)
+            top = torch.tensor([width - 1, height - 1, depth - 1], dtype=torch.float32, device=features.device)
+            out.append(FeatureLevel(index=index, table=table, shape=(depth, height, width), strides=strides,
+                                    corners=corners, top=top))
         return FeatureTables(out)
 
     @property

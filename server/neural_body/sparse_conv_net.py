@@ -131,8 +131,11 @@ def _shared_voxels(x: spconv.SparseConvTensor) -> SharedVoxels | None:
     rows = torch.arange(len(inverse), device=inverse.device)
     first = torch.full((len(unique),), len(inverse), dtype=rows.dtype, device=rows.device)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    is_first = x.features.new_zeros((len(inverse), 1))
+    is_first[first] = 1.0
     empty = x.features.new_zeros((len(unique), x.features.shape[1]))
-    return SharedVoxels(spconv.SparseConvTensor(empty, unique, x.spatial_shape, x.batch_size), inverse, first)
+    return SharedVoxels(spconv.SparseConvTensor(empty, unique, x.spatial_shape, x.batch_size), inverse, first,
+                        is_first)
 
 
 @dataclass(frozen=True)
@@ -140,15 +143,10 @@ class SharedVoxels:
     voxels: spconv.SparseConvTensor  # the unique voxels (features to be replaced)
     inverse: torch.Tensor  # (N,) each row's voxel
     first: torch.Tensor  # (U,) each voxel's first row
+    is_first: torch.Tensor  # (N,1) 1.0 for the first row of its voxel, else 0.0
 
     def sums(self, rows: torch.Tensor) -> torch.Tensor:
         return rows.new_zeros((len(self.first), rows.shape[1])).index_add_(0, self.inverse, rows)
-
-    def is_first(self) -> torch.Tensor:
-        """(N,1) 1.0 for the first row of each voxel, else 0.0."""
-        flag = torch.zeros(len(self.inverse), 1, device=self.inverse.device)
-        flag[self.first] = 1.0
-        return flag
 
 
 def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels) -> torch.Tensor:
@@ -163,4 +161,4 @@ def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels
                                        (shared.voxels.replace_feature(rows[shared.first]),)).features
     k = weight.shape[1] // 2
     own = rows @ weight[:, k, k, k, :].T
-    return own + after[shared.inverse] + before[shared.inverse] * shared.is_first()
+    return own + after[shared.inverse] + before[shared.inverse] * shared.is_first

@@ -154,7 +154,7 @@ def test_preview_is_drawn_where_the_body_is_and_nearer_objects_hide_it(addon, sc
         _answer(vp, view, vp.DEBOUNCE_S)
         _, session = _answer(vp, view, vp.DEBOUNCE_S + 1.0)
         frame = session.frame
-        assert frame.rgba.shape == (height, width, 4) and vp.gpu_drawing_available()[0]
+        assert frame.rgba.shape == (height, width, 4)
         body_distance = -(view.view_matrix @ np.append(pelvis, 1.0))[2]
         near = (_quad_in_view(view, -1.0, -0.1, body_distance - 1.0), (0.0, 0.0, 1.0, 1.0))  # left: in front
         far = (_quad_in_view(view, 0.1, 1.0, body_distance + 1.0), (0.0, 1.0, 0.0, 1.0))  # right: behind

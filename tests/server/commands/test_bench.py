@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neural_human_addon.core.camera import PinholeCamera, project
-from server.commands.bench import _poses, bench_frames, bench_views, framing_camera
+from server.commands.bench import _poses, bench_views, frame_runs, framing_camera, side_by_side
 
 DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 
@@ -30,9 +30,11 @@ def test_framing_camera_fills_about_80_percent_of_the_height(demo_actor):
 
 
 @pytest.mark.slow
-def test_bench_frames_measures_both_paths_on_new_poses_and_their_agreement(demo_actor):
-    result = bench_frames(demo_actor.network, _poses(demo_actor, 2), 24, ["fast", "reference"])
-    assert result["poses"] == 2 and result["fast_seconds"] > 0 and result["reference_seconds"] > 0
+def test_frame_runs_measure_both_paths_on_new_poses_and_their_agreement(demo_actor):
+    times, renders = frame_runs(demo_actor.network, _poses(demo_actor, 2), 24, ["fast", "reference"])
+    assert [len(times[p]) for p in ("fast", "reference")] == [2, 2] and len(renders["reference"]) == 2
+    result = side_by_side({"poses": 2}, times, renders)
+    assert result["fast_seconds"] > 0 and result["reference_seconds"] > 0
     # the ratio is printed to 0.1 (and the seconds to 1 ms): equal to the quotient up to that rounding
     assert result["reference_over_fast"] == pytest.approx(result["reference_seconds"] / result["fast_seconds"],
                                                           rel=0.02, abs=0.051)

@@ -26,9 +26,10 @@ def cuda_actor():
     return load_actor(DEMO_ACTOR, "cuda")
 
 
-@pytest.mark.parametrize("precision", ["tf32", "bf16", "fp16"])
-def test_fast_path_precisions_agree_with_the_fp32_reference_on_cuda(cuda_actor, precision):
-    """The reduced-precision point network on the fast path against the fp32 reference, same bars as on CPU."""
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision):
+    """The fast path on CUDA (each precision of its point network) against the fp32 reference, same bars as on CPU
+    (a new pose, a new view)."""
     from server.neural_body.fast_renderer import FastRenderer
     from server.neural_body.volume_renderer import render_image
 

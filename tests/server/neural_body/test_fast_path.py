@@ -322,14 +322,3 @@ def test_coarse_to_fine_mesh_is_the_dense_mesh(demo_actor):
     assert iou >= 0.99
     assert evaluated < 0.5 * full.size
     assert fast.network_points == evaluated  # the mesher reports the queries it took
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_fast_renderer_agrees_with_reference_on_cuda(demo_actor):
-    from server.neural_body.actor import load_actor
-
-    actor = load_actor(DEMO_ACTOR, "cuda")
-    verts, rh, th = posed_body(demo_actor, 50, bend=True)
-    ref, fast, _ = render_both(actor.network, verts, rh, th, 50, 2.2)
-    assert_agree(ref, fast)
