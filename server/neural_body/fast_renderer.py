@@ -238,7 +238,7 @@ class FastRenderer:
         trunk = None
         with self._autocast(pts_smpl.device):
             for i in range(0, count, chunk):
-                net = network.trunk(volumes.features_at(smpl_grid_coords(pts_smpl[i:i + chunk], sparse_input)))
+                net = network.trunk_at(smpl_grid_coords(pts_smpl[i:i + chunk], sparse_input), volumes)
                 sigma[i:i + chunk] = network.density_head(net)[:, 0]
                 if keep_trunk:
                     if trunk is None:  # one array for every chunk's outputs (no concatenation afterwards)

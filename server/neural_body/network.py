@@ -114,11 +114,22 @@ class NeuralBodyNetwork(nn.Module):
         return features_at(grid, volumes)
 
     def trunk(self, features: torch.Tensor) -> torch.Tensor:
-        """fc_0..fc_2 with ReLU: (N,352) interpolated features → (N,256). The ReLUs work in place (no linear layer
-        needs its own output for its gradient), which saves a pass of allocation per layer."""
-        net = F.relu(_pointwise(self.fc_0, features), inplace=True)
+        """fc_0..fc_2 with ReLU: (N,352) interpolated features → (N,256)."""
+        return self.trunk_after_first(_pointwise(self.fc_0, features))
+
+    def trunk_after_first(self, first: torch.Tensor) -> torch.Tensor:
+        """The trunk from fc_0's output (N,256) on. The ReLUs work in place (no linear layer needs its own output
+        for its gradient), which saves a pass of allocation per layer."""
+        net = F.relu(first, inplace=True)
         net = F.relu(_pointwise(self.fc_1, net), inplace=True)
         return F.relu(_pointwise(self.fc_2, net), inplace=True)
+
+    def trunk_at(self, grid: torch.Tensor, volumes: list[torch.Tensor] | FeatureTables) -> torch.Tensor:
+        """The trunk at grid_sample coordinates (N,3) → (N,256); with ``FeatureTables`` fc_0 comes folded into the
+        coarse levels' tables (``FeatureTables.first_layer``: the same values, less arithmetic)."""
+        if isinstance(volumes, FeatureTables):
+            return self.trunk_after_first(volumes.first_layer(self.fc_0)(grid))
+        return self.trunk(features_at(grid, volumes))
 
     def density_head(self, net: torch.Tensor) -> torch.Tensor:
         """Raw (pre-ReLU) density from trunk outputs: (N,256) → (N,1)."""
@@ -136,15 +147,16 @@ class NeuralBodyNetwork(nn.Module):
         net = self.actvn(_pointwise(self.view_fc, torch.cat([features, view, xyz], dim=1)))
         return _pointwise(self.rgb_fc, net)
 
-    def calculate_density(self, wpts: torch.Tensor, volumes: list[torch.Tensor],
+    def calculate_density(self, wpts: torch.Tensor, volumes: list[torch.Tensor] | FeatureTables,
                           sparse_input: SparseInput) -> torch.Tensor:
         """Raw (pre-ReLU) density at world points: (N,3) → (N,1)."""
-        return self.density_head(self.trunk(self.interpolate_features(wpts, volumes, sparse_input)))
+        return self.density_head(self.trunk_at(self.grid_coords(wpts, sparse_input), volumes))
 
-    def calculate_density_color(self, wpts: torch.Tensor, viewdir: torch.Tensor, volumes: list[torch.Tensor],
+    def calculate_density_color(self, wpts: torch.Tensor, viewdir: torch.Tensor,
+                                volumes: list[torch.Tensor] | FeatureTables,
                                 sparse_input: SparseInput, latent_index: int | torch.Tensor) -> torch.Tensor:
         """Raw [rgb logits, density] at world points: wpts (N,3), viewdir (N,3) normalised → (N,4)."""
-        net = self.trunk(self.interpolate_features(wpts, volumes, sparse_input))
+        net = self.trunk_at(self.grid_coords(wpts, sparse_input), volumes)
         alpha = self.density_head(net)
         rgb = self.color_head(net, wpts, viewdir, latent_index)
         return torch.cat([rgb, alpha], dim=1)

@@ -5,11 +5,13 @@ Ray level (differentiable; used by training):
 - ``sample_depths(near (R,), far (R,), n_samples=64, *, perturb=False, generator=None, uniforms=None) -> z_vals (R,S)``:
   linear in camera z-depth; stratified jitter when ``perturb``.
 - ``raw2outputs(raw (R,S,4), z_vals (R,S), ray_d (R,3), *, white_bkgd=False) -> RayOutputs``:
-  rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended, weights with +1e-10 cumprod.
+  rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended, weights with +1e-10 cumprod;
+  ``composite(rgb (R,S,3), weights (R,S), z_vals) -> RayOutputs`` its sums.
 - ``render_rays(network, volumes, sparse_input, ray_o (R,3), ray_d (R,3), near (R,), far (R,), latent_index, *,
-  n_samples=64, perturb=False, chunk=2048, occupancy=None, outside_share=0, noise=None) -> RayOutputs``: ``perturb``
-  only takes effect while ``network.training`` (as the original). ``volumes = network.encode_sparse_voxels(
-  sparse_input)``, encoded once per image / training step.
+  n_samples=64, perturb=False, chunk=2048, occupancy=None, outside_share=0, noise=None, march=None) -> RayOutputs``:
+  ``perturb`` only takes effect while ``network.training`` (as the original); with ``occupancy``, the fast path's
+  training sampler, marched as ``TrainingMarch`` says (rays stop when hidden, colours only where they count).
+  ``volumes = network.encode_sparse_voxels(sparse_input)``, encoded once per image / training step.
 - ``RayNoise.draw(R, S, generator, outside=False)``: the random numbers of a ray batch drawn up front (the stratified
   jitter, the occupancy sampler's choice of outside samples); ``render_rays(..., noise=noise.rows(a, b))`` renders
   rays a..b exactly as they would be rendered within the whole batch (data-parallel training splits a batch so).
@@ -40,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from server.neural_body.config import point_chunk
-from server.neural_body.network import NeuralBodyNetwork
+from server.neural_body.feature_tables import FeatureTables
+from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import Occupancy
 from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import VOXEL_SIZE, ZJU_PADDING, BoxPadding, SparseInput, prepare_sparse_input
@@ -131,7 +134,14 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
     alpha = 1.0 - torch.exp(-F.relu(raw[..., 3]) * dists)
     ones = torch.ones_like(alpha[:, :1])
     transmittance = torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
-    weights = alpha * transmittance
+    out = composite(rgb, alpha * transmittance, z_vals)
+    if white_bkgd:
+        out.rgb_map = out.rgb_map + (1.0 - out.acc_map[:, None])
+    return out
+
+
+def composite(rgb: torch.Tensor, weights: torch.Tensor, z_vals: torch.Tensor) -> RayOutputs:
+    """The per-ray sums of colours (R,S,3) and sample depths (R,S) under ``weights`` (R,S)."""
     rgb_map = torch.sum(weights[..., None] * rgb, dim=1)
     acc_map = torch.sum(weights, dim=1)
     depth_map = torch.sum(weights * z_vals, dim=1)
@@ -139,8 +149,6 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
     opacity_map = torch.sum(inner, dim=1)
     inner_rgb_map = torch.sum(inner[..., None] * rgb[:, :-1], dim=1)
     inner_depth_map = torch.sum(inner * z_vals[:, :-1], dim=1)
-    if white_bkgd:
-        rgb_map = rgb_map + (1.0 - acc_map[:, None])
     return RayOutputs(rgb_map=rgb_map, acc_map=acc_map, depth_map=depth_map, weights=weights,
                       opacity_map=opacity_map, inner_rgb_map=inner_rgb_map, inner_depth_map=inner_depth_map)
 
@@ -148,7 +156,8 @@ def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
 def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                   ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                   latent_index: int | torch.Tensor, n_samples: int, perturb: bool,
-                  occupancy: Occupancy | None, outside_share: float, noise: RayNoise | None) -> RayOutputs:
+                  occupancy: Occupancy | None, outside_share: float, noise: RayNoise | None,
+                  march: TrainingMarch) -> RayOutputs:
     z_vals = sample_depths(near, far, n_samples, perturb=perturb, uniforms=None if noise is None else noise.jitter)
     pts = ray_o[:, None] + ray_d[:, None] * z_vals[..., None]  # (R,S,3) world
     viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
@@ -156,31 +165,85 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
     if occupancy is None:
         raw = network.calculate_density_color(pts.reshape(-1, 3), viewdir.reshape(-1, 3), volumes, sparse_input,
                                               latent_index)
-    else:
-        # Samples outside the body's occupancy are empty: raw = 0 gives density relu(0) = 0, so they add nothing.
-        keep = occupancy.contains(sparse_input.world_to_smpl(pts))
-        if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
-            picks = (noise.outside if noise is not None and noise.outside is not None
-                     else torch.rand(keep.shape, device=keep.device))
-            keep = keep | (picks < outside_share)
-        rows = torch.nonzero(keep.reshape(-1))[:, 0]
-        kept_pts, kept_dirs = pts.reshape(-1, 3)[rows], viewdir.reshape(-1, 3)[rows]
-        step = point_chunk(kept_pts.device.type)  # cache-sized batches on a CPU, as the fast renderer's
-        values = torch.cat([network.calculate_density_color(kept_pts[i:i + step], kept_dirs[i:i + step], volumes,
-                                                            sparse_input, latent_index)
-                            for i in range(0, kept_pts.shape[0], step)] or [kept_pts.new_zeros((0, 4))])
-        raw = values.new_zeros((pts.shape[0] * n_samples, 4)).index_put((rows,), values)
-    return raw2outputs(raw.reshape(-1, n_samples, 4), z_vals, ray_d)
+        return raw2outputs(raw.reshape(-1, n_samples, 4), z_vals, ray_d)
+    # Samples outside the body's occupancy are empty (density 0: they add nothing).
+    keep = occupancy.contains(sparse_input.world_to_smpl(pts))
+    if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
+        picks = (noise.outside if noise is not None and noise.outside is not None
+                 else torch.rand(keep.shape, device=keep.device))
+        keep = keep | (picks < outside_share)
+    return _march_occupied(network, volumes, sparse_input, pts, viewdir[:, 0], z_vals, ray_d, keep, latent_index,
+                           march)
+
+
+@dataclass(frozen=True)
+class TrainingMarch:
+    """How the occupancy sampler marches a training ray (``render_rays(..., occupancy=...)``): in segments of
+    ``segment`` samples, a ray's samples stop once the transmittance in front of them is below ``stop_transmittance``
+    (they could add at most that much to any output, and their gradient is as small), and the colour head runs only
+    for samples whose weight exceeds ``min_weight`` (a dropped sample's colour would enter the loss with less than
+    that weight). ``TrainingMarch(0.0, 0.0)`` evaluates every kept sample: exactly the box sampler with zero density
+    outside the occupancy."""
+
+    stop_transmittance: float = 1e-4
+    min_weight: float = 1e-5
+    segment: int = 8
+
+
+def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | FeatureTables,
+                    sparse_input: SparseInput, pts: torch.Tensor, viewdir: torch.Tensor, z_vals: torch.Tensor,
+                    ray_d: torch.Tensor, keep: torch.Tensor, latent_index: int | torch.Tensor,
+                    march: TrainingMarch) -> RayOutputs:
+    """``raw2outputs`` of R rays whose samples ``pts`` (R,S,3) are evaluated where ``keep`` (R,S) and, per
+    ``march``, while the ray is still visible; the colour only where a sample's weight counts (differentiable)."""
+    num_rays, num_samples = keep.shape
+    flat_pts = pts.reshape(-1, 3)
+    dists = torch.cat([z_vals[:, 1:] - z_vals[:, :-1], torch.full_like(z_vals[:, :1], FAR_DIST)], dim=1)
+    dists = (dists * torch.linalg.norm(ray_d, dim=-1)[:, None]).reshape(-1)
+    step = point_chunk(pts.device.type)  # cache-sized point batches on a CPU, as the fast renderer's
+    alpha = pts.new_zeros(num_rays * num_samples)
+    transmittance = torch.ones(num_rays, device=pts.device)  # in front of the segment (no gradient: a decision)
+    flats, trunks = [], []
+    for s0 in range(0, num_samples, march.segment):
+        s1 = min(num_samples, s0 + march.segment)
+        alive = transmittance > march.stop_transmittance
+        ray_idx, sample_idx = torch.nonzero(keep[:, s0:s1] & alive[:, None], as_tuple=True)
+        flat = ray_idx * num_samples + sample_idx + s0
+        if flat.numel():
+            grid = smpl_grid_coords(sparse_input.world_to_smpl(flat_pts[flat]), sparse_input)
+            trunk = torch.cat([network.trunk_at(grid[i:i + step], volumes) for i in range(0, flat.numel(), step)])
+            seg_alpha = 1.0 - torch.exp(-F.relu(network.density_head(trunk)[:, 0]) * dists[flat])
+            alpha = alpha.index_put((flat,), seg_alpha)
+            flats.append(flat)
+            trunks.append(trunk)
+        with torch.no_grad():
+            seg = alpha.view(num_rays, num_samples)[:, s0:s1]
+            transmittance = transmittance * torch.prod(1.0 - seg + 1e-10, dim=1)
+    alpha = alpha.view(num_rays, num_samples)
+    ones = torch.ones_like(alpha[:, :1])
+    weights = alpha * torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    rgb = pts.new_zeros((num_rays * num_samples, 3))
+    if flats:
+        flat, trunk = torch.cat(flats), torch.cat(trunks)
+        shown = weights.detach().view(-1)[flat] > march.min_weight
+        flat, trunk = flat[shown], trunk[shown]
+        dirs = viewdir[flat // num_samples]
+        colour = torch.cat([network.color_head(trunk[i:i + step], flat_pts[flat[i:i + step]], dirs[i:i + step],
+                                               latent_index) for i in range(0, flat.numel(), step)]
+                           or [trunk.new_zeros((0, 3))])
+        rgb = rgb.index_put((flat,), torch.sigmoid(colour))
+    return composite(rgb.view(num_rays, num_samples, 3), weights, z_vals)
 
 
 def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
                 ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                 latent_index: int | torch.Tensor, *, n_samples: int = N_SAMPLES, perturb: bool = False,
                 chunk: int = CHUNK, occupancy: Occupancy | None = None, outside_share: float = 0.0,
-                noise: RayNoise | None = None) -> RayOutputs:
+                noise: RayNoise | None = None, march: TrainingMarch | None = None) -> RayOutputs:
     """Render R rays (all assumed to hit the box) in chunks of ``chunk`` rays → ``RayOutputs``. With ``occupancy``
-    only the samples inside it (and a random ``outside_share`` of the others) reach the network; the others are
-    empty: the training sampler of the fast path. ``noise`` (R rows of S) supplies the random numbers; without it
+    only the samples inside it (and a random ``outside_share`` of the others) reach the network, marched as
+    ``march`` says (default ``TrainingMarch()``); the others are empty: the training sampler of the fast path.
+    ``noise`` (R rows of S) supplies the random numbers; without it
     they come from torch's global generator."""
     if noise is not None and tuple(noise.jitter.shape) != (ray_o.shape[0], n_samples):
         raise ValueError(f"noise has shape {tuple(noise.jitter.shape)}; expected ({ray_o.shape[0]}, {n_samples})")
@@ -188,7 +251,7 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
     parts = [
         _render_chunk(network, volumes, sparse_input, ray_o[i:i + chunk], ray_d[i:i + chunk], near[i:i + chunk],
                       far[i:i + chunk], latent_index, n_samples, jitter, occupancy, outside_share,
-                      None if noise is None else noise.rows(i, i + chunk))
+                      None if noise is None else noise.rows(i, i + chunk), march or TrainingMarch())
         for i in range(0, ray_o.shape[0], chunk)
     ]
     if not parts:

@@ -13,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neural_human_addon.core.camera import look_at_extrinsics
 from server.neural_body.fast_renderer import FastRenderer, fused_feature_latent
 from server.neural_body.occupancy import body_occupancy, refine_level
 from server.neural_body.sparse_input import prepare_sparse_input
-from server.neural_body.volume_renderer import ImageRender, raw2outputs, render_image, render_rays, sample_depths
+from server.neural_body.volume_renderer import (
+    ImageRender,
+    TrainingMarch,
+    raw2outputs,
+    render_image,
+    render_rays,
+    sample_depths,
+)
 from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
 
 DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
@@ -233,13 +241,17 @@ def test_fast_renderer_agrees_on_an_imported_checkpoint(demo_actor, tmp_path):
 
 def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():
     """Training with the occupancy: the samples outside it are empty, and gradients reach the network only
-    through the samples inside it."""
+    through the samples inside it. Marching every kept sample (``TrainingMarch(0, 0)``) is exactly the box sampler
+    with the network zeroed outside; marching with stops (rays stop when hidden, colours only where they count)
+    evaluates fewer points and differs by no more than what it skipped could add."""
     from server.neural_body.rays import get_rays, near_far
     from tests.server.neural_body.nb_fixtures import look_at, pinhole
 
     verts = ellipsoid_body(400)
     sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
     network = random_network(400, 1).train()
+    with torch.no_grad():
+        network.alpha_fc.bias.fill_(100.0)  # opaque inside the occupancy: rays become hidden within it
     R, T = look_at(np.array([0.1, -2.5, 1.0]), np.array([0.1, -0.2, 1.0]))
     o, d = get_rays(12, 10, pinhole(10, 12, 20.0), R, T)
     near, far, mask = near_far(sparse.world_bounds, o, d)
@@ -247,20 +259,45 @@ def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():
     occ = body_occupancy(sparse, margin=0.02)
     volumes = network.encode_sparse_voxels(sparse)
     torch.manual_seed(3)
-    fast = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ)
-    torch.manual_seed(3)  # the same stratified jitter
     z = sample_depths(near, far, 16, perturb=True)
     pts = o[:, None] + d[:, None] * z[..., None]
     inside = occ.contains(sparse.world_to_smpl(pts))
     assert 0 < int(inside.sum()) < inside.numel()
     view = (d / torch.linalg.norm(d, dim=-1, keepdim=True))[:, None].expand_as(pts)
     raw = network.calculate_density_color(pts.reshape(-1, 3), view.reshape(-1, 3), volumes, sparse, 0)
-    raw = raw.reshape(-1, 16, 4) * inside[..., None]
-    expected = raw2outputs(raw, z, d)
-    torch.testing.assert_close(fast.rgb_map, expected.rgb_map)
-    torch.testing.assert_close(fast.acc_map, expected.acc_map)
-    fast.rgb_map.sum().backward()
-    assert network.fc_0.weight.grad is not None and float(network.fc_0.weight.grad.abs().sum()) > 0
+    expected = raw2outputs(raw.reshape(-1, 16, 4) * inside[..., None], z, d)
+    expected_grad = torch.autograd.grad(expected.rgb_map.sum(), network.fc_0.weight, retain_graph=True)[0]
+
+    points = []
+    trunk_at = network.trunk_at
+
+    def counted(grid, vols):
+        points.append(grid.shape[0])
+        return trunk_at(grid, vols)
+
+    network.trunk_at = counted
+    outputs = {}
+    for name, march in (("every", TrainingMarch(0.0, 0.0)), ("stopping", TrainingMarch(segment=2))):
+        points.clear()
+        torch.manual_seed(3)  # the same stratified jitter
+        out = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ,
+                          march=march)
+        grad = torch.autograd.grad(out.rgb_map.sum(), network.fc_0.weight, retain_graph=True)[0]
+        outputs[name] = (out, grad, sum(points))
+    out, grad, evaluated = outputs["every"]
+    assert evaluated == int(inside.sum())
+    torch.testing.assert_close(out.rgb_map, expected.rgb_map)
+    torch.testing.assert_close(out.acc_map, expected.acc_map)
+    torch.testing.assert_close(grad, expected_grad)
+    assert float(grad.abs().sum()) > 0
+
+    out, grad, evaluated = outputs["stopping"]
+    assert evaluated < int(inside.sum())  # hidden samples were skipped
+    bound = TrainingMarch().stop_transmittance + 16 * TrainingMarch().min_weight
+    assert float((out.rgb_map - expected.rgb_map).abs().max()) <= bound
+    assert float((out.acc_map - expected.acc_map).abs().max()) <= bound
+    cosine = F.cosine_similarity(grad.flatten(), expected_grad.flatten(), dim=0)
+    assert float(cosine) > 0.999
 
 
 # ---------------------------------------------------------------------------------------------------- meshes

@@ -1,0 +1,76 @@
+"""Feature tables: the dense volumes' trilinear values from the active sites, and fc_0 folded into them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from server.neural_body.feature_tables import FeatureTables
+from server.neural_body.network import features_at, smpl_grid_coords
+from server.neural_body.sparse_input import prepare_sparse_input
+from tests.server.neural_body.nb_fixtures import ellipsoid_body, random_network
+
+
+def _body_and_points(seed: int = 3):
+    """A random network on an ellipsoid body and grid coordinates near its surface, far outside the grid and on the
+    grid's faces and corners (where zero padding and the index grid's padding meet)."""
+    verts = ellipsoid_body(400, seed=seed)
+    network = random_network(400, 2, seed=seed)
+    sparse = prepare_sparse_input(verts, np.array([0.1, 0.3, -0.2]), np.array([0.2, 0.0, 0.1]))
+    generator = torch.Generator().manual_seed(seed)
+    smpl = sparse.world_to_smpl(torch.from_numpy(verts))
+    near = smpl_grid_coords(smpl + 0.02 * torch.randn(smpl.shape, generator=generator), sparse)
+    edges = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, 0.3], [-3.0, 0.0, 0.0], [3.0, 0.2, 0.1],
+                          [0.0, 5.0, 0.0], [0.999, 0.999, -0.999]])
+    return network, sparse, torch.cat([near, edges])
+
+
+def test_tables_give_the_dense_volumes_values() -> None:
+    network, sparse, grid = _body_and_points()
+    with torch.no_grad():
+        dense = features_at(grid, network.encode_sparse_voxels(sparse))
+        tables = FeatureTables.from_levels(network.encode_sparse_levels(sparse))
+        looked_up = tables.features_at(grid)
+    assert looked_up.shape == (grid.shape[0], 352)
+    assert float(dense.abs().max()) > 0.1  # the points see features
+    torch.testing.assert_close(looked_up, dense, rtol=1e-5, atol=1e-5)
+    assert float(looked_up[-4:-1].abs().max()) == 0.0  # beyond one cell outside the grid: zero padding
+
+
+@pytest.mark.parametrize("fold_from", [0, 1, 2, 3, 4])
+def test_folded_first_layer_is_fc0_of_the_features_values_and_gradients(fold_from: int) -> None:
+    network, sparse, grid = _body_and_points()
+    layer = network.fc_0
+    results = []
+    for folded in (False, True):
+        network.zero_grad(set_to_none=True)
+        tables = FeatureTables.from_levels(network.encode_sparse_levels(sparse))
+        if folded:
+            out = tables.first_layer(layer, fold_from)(grid)
+        else:
+            out = F.linear(tables.features_at(grid), layer.weight[..., 0], layer.bias)
+        (out * torch.linspace(-1.0, 1.0, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), layer.weight.grad.clone(), network.c.weight.grad.clone()))
+    (plain, plain_w, plain_c), (fold, fold_w, fold_c) = results
+    torch.testing.assert_close(fold, plain, rtol=1e-5, atol=1e-5)
+    # the gradients, to float rounding of their largest entries: fc_0's, and through the sparse conv to the codes
+    for got, expected in ((fold_w, plain_w), (fold_c, plain_c)):
+        assert float(expected.abs().max()) > 0.0
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_fold_is_kept_per_pose_and_redone_when_the_weights_change() -> None:
+    network, sparse, grid = _body_and_points()
+    with torch.no_grad():
+        tables = FeatureTables.from_levels(network.encode_sparse_levels(sparse))
+        first = tables.first_layer(network.fc_0)
+        assert tables.first_layer(network.fc_0) is first
+        before = first(grid)
+        network.fc_0.weight.mul_(2.0)  # in place, as an optimiser step
+        again = tables.first_layer(network.fc_0)
+        assert again is not first
+        expected = F.linear(tables.features_at(grid), network.fc_0.weight[..., 0], network.fc_0.bias)
+        torch.testing.assert_close(again(grid), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, again(grid))
