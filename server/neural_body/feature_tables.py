@@ -43,11 +43,13 @@ class FeatureLevel:
 @dataclass(frozen=True, eq=False)
 class FeatureTables:
     levels: list[FeatureLevel]
-    index: torch.Tensor  # every level's index grid, flattened and concatenated: a cell's row in its level's table
-    starts: torch.Tensor  # (L,) int64: where each level's grid starts in ``index``
-    strides: torch.Tensor  # (L,3) int64: flat-index steps of x, y, z in each level's grid
-    corners: torch.Tensor  # (L,8) int64: flat-index offsets of a cell's 8 corners from its lower corner
-    top: torch.Tensor  # (L,3) float32: the last cell index along x, y, z (W-1, H-1, D-1)
+    index: torch.Tensor  # int32: every level's index grid, flattened and concatenated (a cell's row in its table)
+    starts: torch.Tensor  # (L,) int32: flat index of each level's cell (-1,-1,-1) (its grid's start + padding)
+    strides: torch.Tensor  # (L,3) int32: flat-index steps of x, y, z in each level's grid
+    corners: torch.Tensor  # (L,8) int32: flat-index offsets of a cell's 8 corners from its lower corner
+    half_top: torch.Tensor  # (L,3) float32: half the last cell index along x, y, z ((W-1)/2, (H-1)/2, (D-1)/2)
+    low: torch.Tensor  # (L,3) float32: -1, the lowest voxel coordinate kept (one cell below the grid)
+    high: torch.Tensor  # (L,3) float32: the highest one (one cell above the grid's last: W, H, D)
     _first_layers: dict[tuple[int, int, int], FirstLayer] = field(default_factory=dict, repr=False)
 
     @staticmethod
@@ -58,20 +60,24 @@ class FeatureTables:
             features = level.features
             n = features.shape[0]
             # one cell of padding below and two above each axis: every corner of a clamped coordinate is inside
-            index = torch.full((depth + 3, height + 3, width + 3), n, dtype=torch.long, device=features.device)
+            index = torch.full((depth + 3, height + 3, width + 3), n, dtype=torch.int32, device=features.device)
             sites = level.indices.long()  # (n,4) batch, d, h, w
-            index[sites[:, 1] + 1, sites[:, 2] + 1, sites[:, 3] + 1] = torch.arange(n, device=features.device)
+            index[sites[:, 1] + 1, sites[:, 2] + 1, sites[:, 3] + 1] = torch.arange(n, dtype=torch.int32,
+                                                                                 device=features.device)
             grids.append(index.view(-1))
             strides.append([1, width + 3, (height + 3) * (width + 3)])
             tops.append([width - 1, height - 1, depth - 1])
             out.append(FeatureLevel(table=torch.cat([features, features.new_zeros((1, features.shape[1]))]),
                                     shape=(depth, height, width)))
         device = levels[0].features.device
-        sizes = torch.tensor([0] + [g.numel() for g in grids[:-1]], device=device)
-        stride_t = torch.tensor(strides, device=device)
-        return FeatureTables(out, index=torch.cat(grids), starts=torch.cumsum(sizes, 0), strides=stride_t,
-                             corners=(_CORNERS.to(device)[None] * stride_t[:, None]).sum(2),
-                             top=torch.tensor(tops, dtype=torch.float32, device=device))
+        sizes = torch.tensor([0] + [g.numel() for g in grids[:-1]], dtype=torch.int32, device=device)
+        stride_t = torch.tensor(strides, dtype=torch.int32, device=device)
+        top = torch.tensor(tops, dtype=torch.float32, device=device)
+        # the (+1, +1, +1) of the padding is folded into each level's start
+        starts = torch.cumsum(sizes, 0, dtype=torch.int32) + stride_t.sum(1, dtype=torch.int32)
+        corners = (_CORNERS.to(device=device, dtype=torch.int32)[None] * stride_t[:, None]).sum(2, dtype=torch.int32)
+        return FeatureTables(out, index=torch.cat(grids), starts=starts, strides=stride_t, corners=corners,
+                             half_top=0.5 * top, low=torch.full_like(top, -1.0), high=top + 1.0)
 
     @property
     def nbytes(self) -> int:
@@ -81,21 +87,15 @@ class FeatureTables:
     def corner_rows(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows (N,L,8) of every level's table at the 8 corners of the cell holding each grid_sample coordinate
         (N,3) in [-1,1] (x,y,z), and their trilinear weights (N,L,8)."""
-        top = self.top
-        p = (grid[:, None, :] + 1.0) * (0.5 * top)  # (N,L,3) voxel coordinates, as grid_sample with align_corners
-        p = torch.minimum(p.clamp_min_(-1.0), top + 1.0)  # beyond one cell: zeros anyway
+        # voxel coordinates (N,L,3), as grid_sample with align_corners; beyond one cell outside: zeros anyway
+        p = torch.clamp((grid[:, None, :] + 1.0) * self.half_top, self.low, self.high)
         base = torch.floor(p)
         frac = p.sub_(base)
-        # the lower corner's flat index (+1: the padding) plus fixed corner offsets (integer products as sums: CUDA
-        # has no integer matrix product)
-        lower = ((base.long() + 1) * self.strides).sum(2) + self.starts
+        lower = (base.int() * self.strides).sum(2, dtype=torch.int32) + self.starts  # (N,L) lower corners' cells
         rows = self.index.index_select(0, (lower[..., None] + self.corners).view(-1)).view(-1, len(self.levels), 8)
         # trilinear weights as the outer product of the per-axis ones, in corner order (bit 0 = x, 2 = z)
-        lo = 1.0 - frac
-        wx = torch.stack([lo[..., 0], frac[..., 0]], -1)
-        wy = torch.stack([lo[..., 1], frac[..., 1]], -1)
-        wz = torch.stack([lo[..., 2], frac[..., 2]], -1)
-        weights = (wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).flatten(2)
+        w = torch.stack([1.0 - frac, frac], dim=-1)  # (N,L,3 axes,2 ends)
+        weights = (w[..., 2, :, None, None] * w[..., 1, None, :, None] * w[..., 0, None, None, :]).flatten(2)
         return rows, weights
 
     def features_at(self, grid: torch.Tensor) -> torch.Tensor:
@@ -137,10 +137,10 @@ class FirstLayer:
         edges = [sum(widths[:i]) for i in range(len(widths) + 1)]
         blocks = [tables.levels[i].table @ weight[:, edges[i]:edges[i + 1]].t()
                   for i in range(fold_from, len(widths))]
-        sizes = [0] + [b.shape[0] for b in blocks[:-1]]
-        offsets = torch.cumsum(torch.tensor(sizes, device=weight.device), 0)[:, None]
+        sizes = torch.tensor([0] + [b.shape[0] for b in blocks[:-1]], dtype=torch.int32, device=weight.device)
+        offsets = torch.cumsum(sizes, 0, dtype=torch.int32)[:, None]
         folded = torch.cat(blocks) if blocks else weight.new_zeros((1, weight.shape[0]))
-        return FirstLayer(tables, fold_from, folded, offsets, weight[:, :edges[fold_from]], bias)
+        return FirstLayer(tables, fold_from, folded, offsets, weight[:, :edges[fold_from]].contiguous(), bias)
 
     def __call__(self, grid: torch.Tensor) -> torch.Tensor:
         rows, weights = self.tables.corner_rows(grid)

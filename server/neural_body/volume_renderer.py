@@ -211,7 +211,8 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         flat = ray_idx * num_samples + sample_idx + s0
         if flat.numel():
             grid = smpl_grid_coords(sparse_input.world_to_smpl(flat_pts[flat]), sparse_input)
-            trunk = torch.cat([network.trunk_at(grid[i:i + step], volumes) for i in range(0, flat.numel(), step)])
+            # (split, not slices: a slice's backward writes into a zero tensor of the whole input, every chunk)
+            trunk = torch.cat([network.trunk_at(part, volumes) for part in grid.split(step)])
             seg_alpha = 1.0 - torch.exp(-F.relu(network.density_head(trunk)[:, 0]) * dists[flat])
             alpha = alpha.index_put((flat,), seg_alpha)
             flats.append(flat)
@@ -227,9 +228,9 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         flat, trunk = torch.cat(flats), torch.cat(trunks)
         shown = weights.detach().view(-1)[flat] > march.min_weight
         flat, trunk = flat[shown], trunk[shown]
-        dirs = viewdir[flat // num_samples]
-        colour = torch.cat([network.color_head(trunk[i:i + step], flat_pts[flat[i:i + step]], dirs[i:i + step],
-                                               latent_index) for i in range(0, flat.numel(), step)]
+        parts = zip(trunk.split(step), flat_pts[flat].split(step), viewdir[flat // num_samples].split(step),
+                    strict=True)
+        colour = torch.cat([network.color_head(net, wpts, dirs, latent_index) for net, wpts, dirs in parts]
                            or [trunk.new_zeros((0, 3))])
         rgb = rgb.index_put((flat,), torch.sigmoid(colour))
     return composite(rgb.view(num_rays, num_samples, 3), weights, z_vals)
