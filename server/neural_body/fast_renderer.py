@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from server.neural_body.config import PRECISIONS, point_chunk
-from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, positional_encoding
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_level
@@ -76,8 +75,6 @@ class FastRenderer:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         self.last_stats: dict[str, int] = {}
-        self._fused_key: tuple[int, int] | None = None
-        self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ hooks (a cache overrides these)
 
@@ -121,7 +118,6 @@ class FastRenderer:
         image = {n: torch.zeros((height, width, 3) if "rgb" in n else (height, width), device=device) for n in names}
         self.last_stats = {"box_rays": int(mask.sum()), "occupied_rays": 0, "density_points": 0, "color_points": 0,
                            "probe_points": 0}
-        self._fused_key = None  # weights may have changed since the last image
         if bool(mask.any()):
             occupancy = self.occupancy(network, sparse_input).to(device)
             volumes = None
@@ -248,39 +244,12 @@ class FastRenderer:
 
     def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
                 latent_index: int) -> torch.Tensor:
-        """sigmoid(colour head) for (N,256) trunk outputs at world points (N,3) seen along viewdir (N,3).
-
-        feature_fc and latent_fc have no activation between them, and the appearance code is the same for every
-        sample of an image, so they fold into one 256→256 affine map (the same function, half the arithmetic)."""
-        key = (id(network), int(latent_index))
-        if self._fused_key != key:
-            self._fused = fused_feature_latent(network, latent_index)
-            self._fused_key = key
-        weight, bias = self._fused
-        parts = []
+        """sigmoid(colour head) for (N,256) trunk outputs at world points (N,3) seen along viewdir (N,3)."""
         with self._autocast(trunk.device):
-            chunk = self._chunk(trunk.device)
-            for i in range(0, trunk.shape[0], chunk):
-                sl = slice(i, i + chunk)
-                features = F.linear(trunk[sl], weight, bias)
-                view = positional_encoding(viewdir[sl], VIEW_FREQS)
-                xyz = positional_encoding(wpts[sl], XYZ_FREQS)
-                net = F.relu(F.linear(torch.cat([features, view, xyz], dim=1), network.view_fc.weight[..., 0],
-                                      network.view_fc.bias))
-                rgb = F.linear(net, network.rgb_fc.weight[..., 0], network.rgb_fc.bias)
-                parts.append(torch.sigmoid(rgb.float()))
+            step = self._chunk(trunk.device)
+            parts = [torch.sigmoid(network.color_head(net, pts, dirs, latent_index).float())
+                     for net, pts, dirs in zip(trunk.split(step), wpts.split(step), viewdir.split(step), strict=True)]
         return torch.cat(parts) if parts else trunk.new_zeros((0, 3))
-
-
-def fused_feature_latent(network: NeuralBodyNetwork, latent_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) with ``W·net + b == latent_fc(cat[feature_fc(net), latent])`` for appearance code ``latent_index``."""
-    w_feature, b_feature = network.feature_fc.weight[..., 0], network.feature_fc.bias  # (256,256), (256,)
-    w_latent, b_latent = network.latent_fc.weight[..., 0], network.latent_fc.bias  # (256,384), (256,)
-    width = w_feature.shape[0]
-    code = network.latent.weight[int(latent_index)]  # (128,)
-    weight = w_latent[:, :width] @ w_feature
-    bias = w_latent[:, :width] @ b_feature + w_latent[:, width:] @ code + b_latent
-    return weight, bias
 
 
 @dataclass

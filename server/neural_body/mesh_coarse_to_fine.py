@@ -7,9 +7,10 @@ cubes and colours) while evaluating the network on a small part of that grid:
 
 1. the grid at ``2**(levels-1)`` times the voxel size (at most 2 cm: ``levels_for``), only at points inside the
    occupancy (points outside are empty);
-2. at each finer level, only the corners of the cells that straddle the iso-level and of their face neighbours;
-   every other point takes the trilinear value of the coarser level (it is away from the
-   surface, so its side of the iso-level is already known);
+2. at each finer level, only the corners of the cells that straddle the iso-level and of their face neighbours
+   (at the finest level: of the straddling cells, then the surface is followed cell by cell where it leaves them);
+   every other point takes the trilinear value of the coarser level (it is away from the surface, so its side of
+   the iso-level is already known);
 3. marching cubes on the finest grid, colours only at the final vertices.
 
 ``density_levels(density_fn, inside_fn, bounds, voxel_size, threshold, levels) -> (volume, origin, evaluated)`` is
@@ -95,15 +96,50 @@ def density_levels(
                               align_corners=True)[0, 0].numpy()
         finer_exact = np.zeros(shape, bool)
         finer_exact[::2, ::2, ::2] = exact  # the coarser grid's points keep their values (trilinear at the nodes)
-        index = np.argwhere(_active_points(volume, threshold) & ~finer_exact)
+        last = level == levels - 1  # the finest level follows the surface instead of a dilated band
+        index = np.argwhere(_active_points(volume, threshold, dilate=not last) & ~finer_exact)
+
+        def query(points: np.ndarray, grid: np.ndarray = finer, known: np.ndarray = finer_exact,
+                  spacing: float = spacing) -> int:
+            values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, points), chunk)
+            grid[points[:, 0], points[:, 1], points[:, 2]] = values
+            known[points[:, 0], points[:, 1], points[:, 2]] = True
+            return n
+
         if index.size:
-            values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, index), chunk)
-            finer[index[:, 0], index[:, 1], index[:, 2]] = values
-            finer_exact[index[:, 0], index[:, 1], index[:, 2]] = True
-            evaluated += n
+            evaluated += query(index)
+            if last:
+                evaluated += _follow_surface(query, finer, finer_exact, threshold, index)
         volume, exact = finer, finer_exact
     volume = volume[:counts[0], :counts[1], :counts[2]]
     return np.ascontiguousarray(volume), origin, evaluated
+
+
+_CELL_CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+
+
+def _follow_surface(query: Callable[[np.ndarray], int], volume: np.ndarray, exact: np.ndarray, threshold: float,
+                    changed: np.ndarray) -> int:
+    """Query the missing corners of every cell that straddles ``threshold`` and has a just-queried point as a corner,
+    again for the cells around those, until no straddling cell next to a queried point lacks a corner: the surface
+    is followed where it leaves the band the coarser level marked (instead of querying a band three times wider).
+    ``query(points (P,3)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``."""
+    shape = np.array(volume.shape)
+    evaluated = 0
+    while changed.size:
+        cells = (changed[:, None, :] - _CELL_CORNERS[None]).reshape(-1, 3)  # the cells these points are corners of
+        cells = cells[np.all((cells >= 0) & (cells <= shape - 2), axis=1)]
+        cells = np.stack(np.unravel_index(np.unique(np.ravel_multi_index(cells.T, volume.shape)), volume.shape), 1)
+        corners = cells[:, None, :] + _CELL_CORNERS[None]  # (C,8,3)
+        above = volume[corners[..., 0], corners[..., 1], corners[..., 2]] > threshold
+        straddle = above.any(axis=1) & ~above.all(axis=1)
+        points = corners[straddle].reshape(-1, 3)
+        points = points[~exact[points[:, 0], points[:, 1], points[:, 2]]]
+        if not points.size:
+            break
+        changed = np.stack(np.unravel_index(np.unique(np.ravel_multi_index(points.T, volume.shape)), volume.shape), 1)
+        evaluated += query(changed)
+    return evaluated
 
 
 def _active_points(volume: np.ndarray, threshold: float, dilate: bool = True) -> np.ndarray:

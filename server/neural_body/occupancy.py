@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -94,11 +95,19 @@ class Occupancy:
 
     def contains(self, pts_smpl: torch.Tensor) -> torch.Tensor:
         """(...,3) SMPL-frame points → (...) bool: inside an occupied cell."""
-        cell = torch.floor((pts_smpl - self.origin) / self.cell_size).to(torch.long)  # (...,3) xyz
-        size = torch.tensor(self.grid.shape[::-1], device=cell.device)  # (W,H,D) as xyz
-        inside = ((cell >= 0) & (cell < size)).all(dim=-1)
-        cell = torch.where(inside[..., None], cell, torch.zeros_like(cell))
-        return inside & self.grid[cell[..., 2], cell[..., 1], cell[..., 0]]
+        flat, strides, top = self._padded
+        # the cell (xyz) in the grid padded by one empty cell on every side; points beyond it clamp into the padding
+        cell = torch.minimum(torch.floor((pts_smpl - self.origin) / self.cell_size).add_(1.0).clamp_min_(0.0), top)
+        return flat.take((cell * strides).sum(-1).long())
+
+    @cached_property
+    def _padded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The grid padded by one empty cell on every side, flattened; its x, y, z strides and last cell (float)."""
+        flat = torch.nn.functional.pad(self.grid, (1, 1, 1, 1, 1, 1)).reshape(-1)
+        depth, height, width = (s + 2 for s in self.grid.shape)
+        strides = torch.tensor([1.0, width, width * height], device=self.grid.device)
+        top = torch.tensor([width - 1.0, height - 1.0, depth - 1.0], device=self.grid.device)
+        return flat, strides, top
 
 
 def default_cell_size(margin: float) -> float:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from neural_human_addon.core.camera import look_at_extrinsics
-from server.neural_body.fast_renderer import FastRenderer, fused_feature_latent
+from server.neural_body.fast_renderer import FastRenderer
 from server.neural_body.occupancy import body_occupancy, refine_level
 from server.neural_body.sparse_input import prepare_sparse_input
 from server.neural_body.volume_renderer import (
@@ -185,20 +185,24 @@ def test_refined_occupancy_keeps_every_sample_with_density_on_the_demo_actor(dem
 # ---------------------------------------------------------------------------------------------------- renderer
 
 
-def test_fused_colour_head_is_the_network_colour_head():
+def test_fused_colour_head_is_the_two_layers_values_and_gradients():
     network = random_network(300, 3)
     net = torch.randn(50, 256)
     wpts, view = torch.randn(50, 3), torch.nn.functional.normalize(torch.randn(50, 3), dim=1)
-    weight, bias = fused_feature_latent(network, 2)
+    weight, bias = network.feature_latent_layer(2)
     fused = torch.nn.functional.linear(net, weight, bias)
     features = torch.nn.functional.linear(net, network.feature_fc.weight[..., 0], network.feature_fc.bias)
     latent = network.latent.weight[2].expand(50, -1)
     plain = torch.nn.functional.linear(torch.cat([features, latent], 1), network.latent_fc.weight[..., 0],
                                        network.latent_fc.bias)
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+    probe = torch.randn(50, 256)
+    params = [network.feature_fc.weight, network.latent_fc.weight, network.latent.weight, network.feature_fc.bias]
+    for got, expected in zip(torch.autograd.grad((fused * probe).sum(), params),
+                             torch.autograd.grad((plain * probe).sum(), params), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
-        renderer = FastRenderer()
-        colour = renderer._colour(network, net, wpts, view, 2)
+        colour = FastRenderer()._colour(network, net, wpts, view, 2)
         expected = torch.sigmoid(network.color_head(net, wpts, view, 2))
     torch.testing.assert_close(colour, expected, rtol=1e-4, atol=1e-5)
 
