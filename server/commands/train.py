@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "recipe; 0.1-1 gives the clean alpha compositing needs on black backgrounds)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler,
                         help="occupancy (default): only samples near the posed body reach the network, the others "
-                             "count as empty (the fast path's sampler); box: every sample of the padded box, as the "
-                             "original recipe")
+                             "count as empty, a ray stops once hidden and colours run only where they count (the "
+                             "fast path's sampler); box: every sample of the padded box, as the original recipe")
     parser.add_argument("--occupancy-margin", type=float, default=DEFAULTS.occupancy_margin,
                         help=f"metres around the body that the occupancy sampler keeps ({DEFAULTS.occupancy_margin})")
     parser.add_argument("--outside-share", type=float, default=DEFAULTS.outside_share,
