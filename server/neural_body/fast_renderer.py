@@ -46,7 +46,7 @@ from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_level
 from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
-from server.neural_body.volume_renderer import FAR_DIST, N_SAMPLES, ImageRender, sample_depths
+from server.neural_body.volume_renderer import N_SAMPLES, ImageRender, sample_depths, sample_intervals
 
 RAY_CHUNK = 32768  # rays whose samples are laid out at once (bounds the (R,S,3) point arrays)
 # Apply a refinement level only when the image (with a cache: the pose's images so far) has at least this many
@@ -186,8 +186,7 @@ class FastRenderer:
         ``occupied`` (R,S); returns the per-ray sums of ``raw2outputs`` (full and without the last sample)."""
         num_rays, num_samples = z.shape
         pts, pts_smpl = pts.reshape(-1, 3), pts_smpl.reshape(-1, 3)  # (R·S,3): samples picked by flat index
-        dists = torch.cat([z[:, 1:] - z[:, :-1], torch.full_like(z[:, :1], FAR_DIST)], dim=1)
-        dists = dists * torch.linalg.norm(ray_d, dim=-1)[:, None]
+        dists = sample_intervals(z, ray_d)
         viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
         transmittance = torch.ones(num_rays, device=z.device)
         sums = _RaySums.zeros(num_rays, z.device)

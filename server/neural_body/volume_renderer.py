@@ -5,8 +5,8 @@ Ray level (differentiable; used by training):
 - ``sample_depths(near (R,), far (R,), n_samples=64, *, perturb=False, generator=None, uniforms=None) -> z_vals (R,S)``:
   linear in camera z-depth; stratified jitter when ``perturb``.
 - ``raw2outputs(raw (R,S,4), z_vals (R,S), ray_d (R,3), *, white_bkgd=False) -> RayOutputs``:
-  rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended, weights with +1e-10 cumprod;
-  ``composite(rgb (R,S,3), weights (R,S), z_vals) -> RayOutputs`` its sums.
+  rgb = sigmoid, alpha = 1 − exp(−relu(σ)·dist), dist·‖ray_d‖ with 1e10 appended (``sample_intervals``), weights
+  with +1e-10 cumprod (``alpha_weights``); ``composite(rgb (R,S,3), weights (R,S), z_vals) -> RayOutputs`` its sums.
 - ``render_rays(network, volumes, sparse_input, ray_o (R,3), ray_d (R,3), near (R,), far (R,), latent_index, *,
   n_samples=64, perturb=False, chunk=2048, occupancy=None, outside_share=0, noise=None, march=None) -> RayOutputs``:
   ``perturb`` only takes effect while ``network.training`` (as the original); with ``occupancy``, the fast path's
@@ -127,17 +127,24 @@ def sample_depths(near: torch.Tensor, far: torch.Tensor, n_samples: int = N_SAMP
 def raw2outputs(raw: torch.Tensor, z_vals: torch.Tensor, ray_d: torch.Tensor, *,
                 white_bkgd: bool = False) -> RayOutputs:
     """Composite raw network outputs along each ray (NeRF quadrature as in the original)."""
-    dists = z_vals[:, 1:] - z_vals[:, :-1]
-    dists = torch.cat([dists, torch.full_like(dists[:, :1], FAR_DIST)], dim=1)
-    dists = dists * torch.linalg.norm(ray_d, dim=-1)[:, None]  # z-depth steps → metric distance
     rgb = torch.sigmoid(raw[..., :3])
-    alpha = 1.0 - torch.exp(-F.relu(raw[..., 3]) * dists)
-    ones = torch.ones_like(alpha[:, :1])
-    transmittance = torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
-    out = composite(rgb, alpha * transmittance, z_vals)
+    alpha = 1.0 - torch.exp(-F.relu(raw[..., 3]) * sample_intervals(z_vals, ray_d))
+    out = composite(rgb, alpha_weights(alpha), z_vals)
     if white_bkgd:
         out.rgb_map = out.rgb_map + (1.0 - out.acc_map[:, None])
     return out
+
+
+def sample_intervals(z_vals: torch.Tensor, ray_d: torch.Tensor) -> torch.Tensor:
+    """(R,S) metric length of each sample's interval: the z-depth steps times ‖ray_d‖, FAR_DIST for the last."""
+    dists = torch.cat([z_vals[:, 1:] - z_vals[:, :-1], torch.full_like(z_vals[:, :1], FAR_DIST)], dim=1)
+    return dists * torch.linalg.norm(ray_d, dim=-1)[:, None]
+
+
+def alpha_weights(alpha: torch.Tensor) -> torch.Tensor:
+    """(R,S) weights α·T of the samples' opacities (R,S), T with the original's +1e-10 in its cumulative product."""
+    ones = torch.ones_like(alpha[:, :1])
+    return alpha * torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
 
 
 def composite(rgb: torch.Tensor, weights: torch.Tensor, z_vals: torch.Tensor) -> RayOutputs:
@@ -167,13 +174,14 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
                                               latent_index)
         return raw2outputs(raw.reshape(-1, n_samples, 4), z_vals, ray_d)
     # Samples outside the body's occupancy are empty (density 0: they add nothing).
-    keep = occupancy.contains(sparse_input.world_to_smpl(pts))
+    pts_smpl = sparse_input.world_to_smpl(pts)
+    keep = occupancy.contains(pts_smpl)
     if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
         picks = (noise.outside if noise is not None and noise.outside is not None
                  else torch.rand(keep.shape, device=keep.device))
         keep = keep | (picks < outside_share)
-    return _march_occupied(network, volumes, sparse_input, pts, viewdir[:, 0], z_vals, ray_d, keep, latent_index,
-                           march)
+    return _march_occupied(network, volumes, sparse_input, pts, pts_smpl, viewdir[:, 0], z_vals, ray_d, keep,
+                           latent_index, march)
 
 
 @dataclass(frozen=True)
@@ -191,15 +199,15 @@ class TrainingMarch:
 
 
 def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | FeatureTables,
-                    sparse_input: SparseInput, pts: torch.Tensor, viewdir: torch.Tensor, z_vals: torch.Tensor,
-                    ray_d: torch.Tensor, keep: torch.Tensor, latent_index: int | torch.Tensor,
+                    sparse_input: SparseInput, pts: torch.Tensor, pts_smpl: torch.Tensor, viewdir: torch.Tensor,
+                    z_vals: torch.Tensor, ray_d: torch.Tensor, keep: torch.Tensor, latent_index: int | torch.Tensor,
                     march: TrainingMarch) -> RayOutputs:
-    """``raw2outputs`` of R rays whose samples ``pts`` (R,S,3) are evaluated where ``keep`` (R,S) and, per
-    ``march``, while the ray is still visible; the colour only where a sample's weight counts (differentiable)."""
+    """``raw2outputs`` of R rays whose samples ``pts`` (R,S,3) world (``pts_smpl`` in the SMPL frame) are evaluated
+    where ``keep`` (R,S) and, per ``march``, while the ray is still visible; the colour only where a sample's weight
+    counts (differentiable)."""
     num_rays, num_samples = keep.shape
-    flat_pts = pts.reshape(-1, 3)
-    dists = torch.cat([z_vals[:, 1:] - z_vals[:, :-1], torch.full_like(z_vals[:, :1], FAR_DIST)], dim=1)
-    dists = (dists * torch.linalg.norm(ray_d, dim=-1)[:, None]).reshape(-1)
+    flat_pts, flat_smpl = pts.reshape(-1, 3), pts_smpl.reshape(-1, 3)
+    dists = sample_intervals(z_vals, ray_d).reshape(-1)
     step = point_chunk(pts.device.type)  # cache-sized point batches on a CPU, as the fast renderer's
     alpha = pts.new_zeros(num_rays * num_samples)
     transmittance = torch.ones(num_rays, device=pts.device)  # in front of the segment (no gradient: a decision)
@@ -210,7 +218,7 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         ray_idx, sample_idx = torch.nonzero(keep[:, s0:s1] & alive[:, None], as_tuple=True)
         flat = ray_idx * num_samples + sample_idx + s0
         if flat.numel():
-            grid = smpl_grid_coords(sparse_input.world_to_smpl(flat_pts[flat]), sparse_input)
+            grid = smpl_grid_coords(flat_smpl[flat], sparse_input)
             # (split, not slices: a slice's backward writes into a zero tensor of the whole input, every chunk)
             trunk = torch.cat([network.trunk_at(part, volumes) for part in grid.split(step)])
             seg_alpha = 1.0 - torch.exp(-F.relu(network.density_head(trunk)[:, 0]) * dists[flat])
@@ -220,9 +228,7 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         with torch.no_grad():
             seg = alpha.view(num_rays, num_samples)[:, s0:s1]
             transmittance = transmittance * torch.prod(1.0 - seg + 1e-10, dim=1)
-    alpha = alpha.view(num_rays, num_samples)
-    ones = torch.ones_like(alpha[:, :1])
-    weights = alpha * torch.cumprod(torch.cat([ones, 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    weights = alpha_weights(alpha.view(num_rays, num_samples))
     rgb = pts.new_zeros((num_rays * num_samples, 3))
     if flats:
         flat, trunk = torch.cat(flats), torch.cat(trunks)
