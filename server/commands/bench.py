@@ -17,14 +17,16 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
   package; --no-farm leaves it out, --farm-only measures only it.
 
 --margins 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
-chosen), against the same reference frames as the frame figure (as the CUDA precisions are). --quick: 128² frames,
-two poses, one repeat.
+chosen), against the same reference frames as the frame figure (as the CUDA precisions are); --dilations "2,1;1,1"
+does the same per set of refinement dilations (cells kept around a positive density probe, per level). --quick: 128²
+frames, two poses, one repeat.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -54,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="paths to measure (default both, side by side; ratios need both)")
     parser.add_argument("--margins", default="",
                         help="comma-separated occupancy margins (metres) to sweep on the fast path, e.g. 0.03,0.05")
+    parser.add_argument("--dilations", default="",
+                        help="semicolon-separated sets of refinement dilations (cells per level) to sweep on the fast "
+                             "path, e.g. '2,1;1,1'")
     parser.add_argument("--full-reference", action="store_true",
                         help="measure the reference 5 mm mesh instead of extrapolating it (minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -128,7 +133,8 @@ def side_by_side(result: dict[str, Any], times: dict[str, list[float]],
 
 
 def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], margin: float | None = None,
-               precision: str = "fp32") -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+               precision: str = "fp32", dilations: tuple[int, ...] | None = None,
+               ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
     """Seconds and renders per path of one WxW frame per pose (a new pose each frame, encode included); the paths
     take turns on each pose, so a slow spell of the machine hits both."""
     from server.neural_body.render_settings import RenderSettings
@@ -141,9 +147,11 @@ def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], 
         K, R, T = framing_camera(verts, size)
         for name in renderers:
             settings = RenderSettings(name, margin if margin is not None else RenderSettings().margin, precision)
+            renderer = settings.image_renderer()
+            if dilations is not None and name == "fast":
+                renderer = dataclasses.replace(renderer, refine_dilations=dilations)
             start = time.perf_counter()
-            out = render_image(network, verts, rh, th, latent, K, R, T, size, size,
-                               renderer=settings.image_renderer())
+            out = render_image(network, verts, rh, th, latent, K, R, T, size, size, renderer=renderer)
             _sync(device)
             times[name].append(time.perf_counter() - start)
             renders[name].append(out)
@@ -476,11 +484,29 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     margins = [float(m) for m in args.margins.split(",") if m.strip()]
     if margins and "fast" in renderers:
         out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in margins}
+    if args.dilations and "fast" in renderers:
+        out["dilations"] = {",".join(map(str, d)): fast_variant(dilations=d) for d in parse_dilations(args.dilations)}
     out["mesh"] = bench_mesh(network, poses[0], renderers, full_reference=args.full_reference, quick=args.quick)
     out["train"] = bench_train(network, poses[-1], renderers, 1 if args.quick else 2)
     if "fast" in renderers:
         out["http"] = bench_http(actor_dir, device, poses[0], 256, repeats)
     return out
+
+
+def parse_dilations(text: str) -> list[tuple[int, ...]]:
+    """'2,1;1,1' → [(2, 1), (1, 1)] (ValueError naming the bad set)."""
+    sets = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        try:
+            cells = tuple(int(c) for c in part.split(","))
+        except ValueError:
+            cells = ()
+        if not cells or min(cells) < 0:
+            raise ValueError(f"--dilations: {part!r} is not a comma-separated list of cell counts >= 0 (e.g. '2,1')")
+        sets.append(cells)
+    return sets
 
 
 def render_image_warm_up(network: Any, pose: Any, renderers: list[str]) -> None:
@@ -520,6 +546,11 @@ def run(args: argparse.Namespace) -> int:
         farm_workers = []
     if not farm_workers or farm_workers[0] < 1 or args.farm_frames < 1:
         print("error: --farm-workers must list worker counts >= 1 and --farm-frames be >= 1", file=sys.stderr)
+        return 2
+    try:
+        parse_dilations(args.dilations)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         for name in [] if args.farm_only else devices:

@@ -248,7 +248,8 @@ class FastRenderer:
         """sigmoid(colour head) for (N,256) trunk outputs at world points (N,3) seen along viewdir (N,3)."""
         with self._autocast(trunk.device):
             step = self._chunk(trunk.device)
-            parts = [torch.sigmoid(network.color_head(net, pts, dirs, latent_index).float())
+            layer = network.colour_layer(latent_index)
+            parts = [torch.sigmoid(network.color_head(net, pts, dirs, latent_index, layer).float())
                      for net, pts, dirs in zip(trunk.split(step), wpts.split(step), viewdir.split(step), strict=True)]
         return torch.cat(parts) if parts else trunk.new_zeros((0, 3))
 

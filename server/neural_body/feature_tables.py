@@ -139,7 +139,9 @@ class FirstLayer:
                   for i in range(fold_from, len(widths))]
         sizes = torch.tensor([0] + [b.shape[0] for b in blocks[:-1]], dtype=torch.int32, device=weight.device)
         offsets = torch.cumsum(sizes, 0, dtype=torch.int32)[:, None]
-        folded = torch.cat(blocks) if blocks else weight.new_zeros((1, weight.shape[0]))
+        # A level's 8 trilinear weights sum to 1 at every point (zero rows and clamped corners included), so the
+        # bias shared out over the folded levels' rows comes out whole in each point's bag: no pass to add it.
+        folded = torch.cat(blocks) + bias / len(blocks) if blocks else weight.new_zeros((1, weight.shape[0]))
         return FirstLayer(tables, fold_from, folded, offsets, weight[:, :edges[fold_from]].contiguous(), bias)
 
     def __call__(self, grid: torch.Tensor) -> torch.Tensor:
@@ -149,11 +151,10 @@ class FirstLayer:
             return F.linear(_level_features(self.tables.levels, rows, weights), self.weight, self.bias)
         out = F.embedding_bag((rows[:, k:] + self.offsets).flatten(1), self.folded,
                               per_sample_weights=weights[:, k:].flatten(1).to(self.folded.dtype), mode="sum")
-        out = out + self.bias
         if k == 0:
             return out
         raw = _level_features(self.tables.levels[:k], rows, weights)
-        return torch.addmm(out, raw, self.weight.t())
+        return out.addmm_(raw, self.weight.t())  # in place: the bag's gradient does not need its output
 
 
 def _level_features(levels: list[FeatureLevel], rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -236,7 +236,8 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         flat, trunk = flat[shown], trunk[shown]
         parts = zip(trunk.split(step), flat_pts[flat].split(step), viewdir[flat // num_samples].split(step),
                     strict=True)
-        colour = torch.cat([network.color_head(net, wpts, dirs, latent_index) for net, wpts, dirs in parts]
+        layer = network.colour_layer(latent_index)
+        colour = torch.cat([network.color_head(net, wpts, dirs, latent_index, layer) for net, wpts, dirs in parts]
                            or [trunk.new_zeros((0, 3))])
         rgb = rgb.index_put((flat,), torch.sigmoid(colour))
     return composite(rgb.view(num_rays, num_samples, 3), weights, z_vals)

@@ -140,7 +140,10 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # torch imports slowly on a busy 2-core machine
+        # torch imports slowly on a busy 2-core machine; with --ray the server first waits (up to 300 s) for its
+        # Ray workers to import torch and load the actor
+        wait = 420 if "--ray" in extra else 180
+        deadline = time.monotonic() + wait
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -151,7 +154,7 @@ def running_server(actors: Path | None, jobs: Path, config: Path, log_path: Path
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /v1/health within 180 s")
+                raise RuntimeError(f"server did not answer /v1/health within {wait} s")
             time.sleep(0.2)
         token_file = config / "neural-human" / "token"
         from server.inference.limits import BUNDLED_ACTORS_DIR

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neural_human_addon.core.camera import PinholeCamera, project
-from server.commands.bench import _poses, bench_views, frame_runs, framing_camera, side_by_side
+from server.commands.bench import _poses, bench_views, frame_runs, framing_camera, parse_dilations, side_by_side
 
 DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 
@@ -48,3 +48,21 @@ def test_bench_views_measures_one_pose_from_new_cameras_with_the_caches(demo_act
     assert result["views"] == 2 and result["fast_seconds"] > 0 and result["reference_seconds"] > 0
     assert result["agreement"]["min_psnr_premultiplied_db"] >= 40
     assert result["agreement"]["max_alpha_difference"] <= 0.02
+
+
+def test_dilation_sets_parse_and_bad_ones_are_named():
+    assert parse_dilations("2,1; 1,1;1") == [(2, 1), (1, 1), (1,)]
+    assert parse_dilations("") == []
+    for bad in ("2,x", "1,-1", ","):
+        with pytest.raises(ValueError, match="--dilations"):
+            parse_dilations(bad)
+
+
+@pytest.mark.slow
+def test_frame_runs_apply_the_dilations_to_the_fast_path_only(demo_actor):
+    poses = _poses(demo_actor, 1)
+    # 256²: enough samples per probe for the 2 cm level to pay (REFINE_MIN_SAMPLES_PER_PROBE)
+    _, wide = frame_runs(demo_actor.network, poses, 256, ["fast"], dilations=(3,))
+    _, narrow = frame_runs(demo_actor.network, poses, 256, ["fast"], dilations=(0,))
+    # no cells kept around the positive probes loses the thin parts (whole rays): the setting reached the renderer
+    assert float(np.abs(wide["fast"][0].opacity - narrow["fast"][0].opacity).max()) > 0.1
