@@ -154,7 +154,8 @@ class FirstLayer:
         if k == 0:
             return out
         raw = _level_features(self.tables.levels[:k], rows, weights)
-        return out.addmm_(raw, self.weight.t())  # in place: the bag's gradient does not need its output
+        # in place: the bag's gradient does not need its output (under autocast the bag's dtype rules)
+        return out.addmm_(raw.to(out.dtype), self.weight.t().to(out.dtype))
 
 
 def _level_features(levels: list[FeatureLevel], rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

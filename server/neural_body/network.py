@@ -142,8 +142,9 @@ class NeuralBodyNetwork(nn.Module):
         calling batch after batch with one appearance code)."""
         w_net, w_encoded, bias = layer if layer is not None else self.colour_layer(latent_index)
         encoded = torch.cat([positional_encoding(viewdir, VIEW_FREQS), positional_encoding(wpts, XYZ_FREQS)], dim=1)
-        # in place: neither product needs its output for its gradient
-        net = torch.addmm(bias, net, w_net.t()).addmm_(encoded, w_encoded.t())
+        # in place: neither product needs its output for its gradient (under autocast the first one's dtype rules)
+        net = torch.addmm(bias, net, w_net.t())
+        net = net.addmm_(encoded.to(net.dtype), w_encoded.t().to(net.dtype))
         return _pointwise(self.rgb_fc, F.relu(net, inplace=True))
 
     def colour_layer(self, latent_index: int | torch.Tensor) -> ColourLayer:

@@ -208,6 +208,17 @@ def test_fused_colour_head_is_the_two_layers_values_and_gradients():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_runs_under_autocast_and_agrees(demo_actor, precision):
+    """The GPU precisions run the point network under autocast; CPU autocast takes the same code paths (the fused
+    and in-place layers must accept its dtypes), so they are checked here too, against the fp32 fast path."""
+    verts, rh, th = posed_body(demo_actor, 20)
+    full = render_fast(demo_actor.network, verts, rh, th, 20, -1.3, FastRenderer())
+    reduced = render_fast(demo_actor.network, verts, rh, th, 20, -1.3, FastRenderer(precision=precision))
+    assert_agree(full, reduced)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("frame", "bend", "azimuth"), [(20, False, -1.3), (50, True, 2.2)],
                          ids=["captured-pose-novel-view", "novel-pose"])
 def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame, bend, azimuth):
