@@ -61,7 +61,6 @@ class NeuralBodyNetwork(nn.Module):
         self.c = nn.Embedding(num_vertices, CODE_DIM)
         self.xyzc_net = SparseConvNet()
         self.latent = nn.Embedding(num_train_frames, LATENT_DIM)
-        self.actvn = nn.ReLU()
         self.fc_0 = nn.Conv1d(sum(VOLUME_CHANNELS), 256, 1)
         self.fc_1 = nn.Conv1d(256, 256, 1)
         self.fc_2 = nn.Conv1d(256, 256, 1)
