@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="devices to measure (default: cpu, and cuda when available)")
     parser.add_argument("--renderer", choices=("both", "fast", "reference"), default="both",
                         help="paths to measure (default both, side by side; ratios need both)")
-    parser.add_argument("--margins", default="",
+    parser.add_argument("--margins", type=parse_margins, default=[],
                         help="comma-separated occupancy margins (metres) to sweep on the fast path, e.g. 0.03,0.05")
-    parser.add_argument("--dilations", default="",
+    parser.add_argument("--dilations", type=parse_dilations, default=[],
                         help="semicolon-separated sets of refinement dilations (cells per level) to sweep on the fast "
                              "path, e.g. '2,1;1,1'")
     parser.add_argument("--full-reference", action="store_true",
@@ -481,11 +481,10 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     if device.type == "cuda" and "fast" in renderers:  # the point network's precision: speed and agreement each
         out["frame_precisions"] = {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"}
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
-    margins = [float(m) for m in args.margins.split(",") if m.strip()]
-    if margins and "fast" in renderers:
-        out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in margins}
+    if args.margins and "fast" in renderers:
+        out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in args.margins}
     if args.dilations and "fast" in renderers:
-        out["dilations"] = {",".join(map(str, d)): fast_variant(dilations=d) for d in parse_dilations(args.dilations)}
+        out["dilations"] = {",".join(map(str, d)): fast_variant(dilations=d) for d in args.dilations}
     out["mesh"] = bench_mesh(network, poses[0], renderers, full_reference=args.full_reference, quick=args.quick)
     out["train"] = bench_train(network, poses[-1], renderers, 1 if args.quick else 2)
     if "fast" in renderers:
@@ -493,8 +492,24 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     return out
 
 
+def parse_margins(text: str) -> list[float]:
+    """'0.03,0.05' → [0.03, 0.05]; argparse reports a bad margin before anything is measured."""
+    margins = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            margin = float(part)
+        except ValueError:
+            margin = math.nan
+        if not 0.0 <= margin <= 1.0:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a margin in metres within 0..1 (e.g. 0.05)")
+        margins.append(margin)
+    return margins
+
+
 def parse_dilations(text: str) -> list[tuple[int, ...]]:
-    """'2,1;1,1' → [(2, 1), (1, 1)] (ValueError naming the bad set)."""
+    """'2,1;1,1' → [(2, 1), (1, 1)]; argparse reports a bad set before anything is measured."""
     sets = []
     for part in (p.strip() for p in text.split(";")):
         if not part:
@@ -504,7 +519,7 @@ def parse_dilations(text: str) -> list[tuple[int, ...]]:
         except ValueError:
             cells = ()
         if not cells or min(cells) < 0:
-            raise ValueError(f"--dilations: {part!r} is not a comma-separated list of cell counts >= 0 (e.g. '2,1')")
+            raise argparse.ArgumentTypeError(f"{part!r} is not a comma-separated list of cell counts >= 0 (e.g. '2,1')")
         sets.append(cells)
     return sets
 
@@ -546,11 +561,6 @@ def run(args: argparse.Namespace) -> int:
         farm_workers = []
     if not farm_workers or farm_workers[0] < 1 or args.farm_frames < 1:
         print("error: --farm-workers must list worker counts >= 1 and --farm-frames be >= 1", file=sys.stderr)
-        return 2
-    try:
-        parse_dilations(args.dilations)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         for name in [] if args.farm_only else devices:

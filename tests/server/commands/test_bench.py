@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neural_human_addon.core.camera import PinholeCamera, project
-from server.commands.bench import _poses, bench_views, frame_runs, framing_camera, parse_dilations, side_by_side
+from server.commands.bench import (
+    _poses,
+    add_arguments,
+    bench_views,
+    frame_runs,
+    framing_camera,
+    parse_dilations,
+    parse_margins,
+    side_by_side,
+)
 
 DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 
@@ -50,12 +60,20 @@ def test_bench_views_measures_one_pose_from_new_cameras_with_the_caches(demo_act
     assert result["agreement"]["max_alpha_difference"] <= 0.02
 
 
-def test_dilation_sets_parse_and_bad_ones_are_named():
+def test_sweep_settings_parse_and_bad_ones_are_named_before_anything_runs(capsys):
     assert parse_dilations("2,1; 1,1;1") == [(2, 1), (1, 1), (1,)]
-    assert parse_dilations("") == []
+    assert parse_dilations("") == [] and parse_margins("0.03, 0.05") == [0.03, 0.05]
     for bad in ("2,x", "1,-1", ","):
-        with pytest.raises(ValueError, match="--dilations"):
+        with pytest.raises(argparse.ArgumentTypeError, match="cell counts"):
             parse_dilations(bad)
+    for bad in ("x", "-0.1", "2", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="margin in metres"):
+            parse_margins(bad)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--dilations", "2;x"])
+    assert exit_info.value.code == 2 and "'x' is not a comma-separated list" in capsys.readouterr().err
 
 
 @pytest.mark.slow
