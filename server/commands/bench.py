@@ -231,6 +231,7 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
     from server.neural_body.feature_tables import FeatureTables
     from server.neural_body.occupancy import body_occupancy
     from server.neural_body.rays import get_rays, near_far
+    from server.neural_body.sparse_conv_net import Rulebook
     from server.neural_body.sparse_input import prepare_sparse_input
     from server.neural_body.train import make_optimizer
     from server.neural_body.volume_renderer import render_rays
@@ -253,12 +254,14 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
         sel = [r[pick] for r in rays]
         target = torch.rand(count, 3, generator=generator).to(device)
         occupancy = body_occupancy(sparse) if name == "fast" else None
+        rulebook = Rulebook()  # as the trainer keeps per frame, for either sampler
 
-        def step(sel: list[Any] = sel, target: Any = target, occupancy: Any = occupancy) -> None:
+        def step(sel: list[Any] = sel, target: Any = target, occupancy: Any = occupancy,
+                 rulebook: Rulebook = rulebook) -> None:
             if occupancy is None:
-                volumes = network.encode_sparse_voxels(sparse)
+                volumes = network.encode_sparse_voxels(sparse, rulebook)
             else:
-                volumes = FeatureTables.from_levels(network.encode_sparse_levels(sparse))
+                volumes = FeatureTables.from_levels(network.encode_sparse_levels(sparse, rulebook))
             res = render_rays(network, volumes, sparse, *sel, latent, perturb=True, occupancy=occupancy,
                               outside_share=0.05 if occupancy is not None else 0.0)
             loss = torch.mean((res.rgb_map - target) ** 2)

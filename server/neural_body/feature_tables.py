@@ -19,6 +19,7 @@ The corner rows and trilinear weights of every level come from one set of tensor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import spconv.pytorch as spconv
 import torch
@@ -149,8 +150,8 @@ class FirstLayer:
         k = self.fold_from
         if k == len(self.tables.levels):  # nothing folded
             return F.linear(_level_features(self.tables.levels, rows, weights), self.weight, self.bias)
-        out = F.embedding_bag((rows[:, k:] + self.offsets).flatten(1), self.folded,
-                              per_sample_weights=weights[:, k:].flatten(1).to(self.folded.dtype), mode="sum")
+        out = weighted_bag((rows[:, k:] + self.offsets).flatten(1), self.folded,
+                           weights[:, k:].flatten(1).to(self.folded.dtype))
         if k == 0:
             return out
         raw = _level_features(self.tables.levels[:k], rows, weights)
@@ -160,5 +161,33 @@ class FirstLayer:
 
 def _level_features(levels: list[FeatureLevel], rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The trilinear features of ``levels`` (the first of ``rows``/``weights``' levels) concatenated: (N, ΣC)."""
-    return torch.cat([F.embedding_bag(rows[:, i], level.table, per_sample_weights=weights[:, i].to(level.table.dtype),
-                                      mode="sum") for i, level in enumerate(levels)], dim=1)
+    return torch.cat([weighted_bag(rows[:, i], level.table, weights[:, i].to(level.table.dtype))
+                      for i, level in enumerate(levels)], dim=1)
+
+
+def weighted_bag(rows: torch.Tensor, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_k weights[n,k] · table[rows[n,k]]`` → (N, C): ``embedding_bag``'s weighted sum. Where only the table
+    needs a gradient on a CPU (training), its gradient is one sparse (rows × N) product instead of embedding_bag's
+    sort-based backward: ~40 % less time for the ~50 bags of a training step (measured on this CPU)."""
+    if (table.requires_grad and not weights.requires_grad and torch.is_grad_enabled() and table.device.type == "cpu"
+            and table.dtype == torch.float32 and weights.dtype == torch.float32):
+        return _SparseGradientBag.apply(rows, table, weights)
+    return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+
+
+class _SparseGradientBag(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, weights)
+        ctx.num_rows = table.shape[0]
+        return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+        rows, weights = ctx.saved_tensors
+        points, corners = rows.shape
+        bags = torch.arange(points, device=rows.device).repeat_interleave(corners)
+        # (the rows index the table by construction: the invariant check would only cost time)
+        scatter = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1).long(), bags]), weights.reshape(-1),
+                                          (ctx.num_rows, points), check_invariants=False)
+        return None, torch.sparse.mm(scatter, grad.contiguous()), None

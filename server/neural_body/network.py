@@ -8,7 +8,8 @@ Conv1d(k=1) heads ``fc_0..2``, ``alpha_fc``, ``feature_fc``, ``latent_fc``, ``vi
 
 Methods (batch size 1):
 
-- ``encode_sparse_voxels(sparse_input) -> list[Tensor]``: the four dense feature volumes of one posed body.
+- ``encode_sparse_voxels(sparse_input, rulebook=None) -> list[Tensor]``: the four dense feature volumes of one posed
+  body; ``encode_sparse_levels`` the same levels sparse. A ``Rulebook`` kept per body reuses its neighbour pairs.
 - ``calculate_density_color(wpts (N,3), viewdir (N,3), volumes, sparse_input, latent_index) -> raw (N,4)``:
   raw = [rgb logits (3), raw density (1)]; sigmoid / ReLU are applied by the renderer (``raw2outputs``).
 - ``calculate_density(wpts (N,3), volumes, sparse_input) -> raw alpha (N,1)`` (pre-ReLU; used for meshing).
@@ -35,7 +36,7 @@ from server.body.skeleton import SMPL_VERTEX_COUNT
 from server.neural_body.batchnorm_mode import set_batchnorm_mode
 from server.neural_body.embedder import VIEW_FREQS, XYZ_FREQS, encoded_dim, positional_encoding
 from server.neural_body.feature_tables import FeatureTables
-from server.neural_body.sparse_conv_net import VOLUME_CHANNELS, SparseConvNet
+from server.neural_body.sparse_conv_net import VOLUME_CHANNELS, Rulebook, SparseConvNet
 from server.neural_body.sparse_input import SparseInput
 
 CODE_DIM = 16  # structured latent code per vertex
@@ -81,13 +82,15 @@ class NeuralBodyNetwork(nn.Module):
 
     # ------------------------------------------------------------------ sparse conv
 
-    def encode_sparse_voxels(self, sparse_input: SparseInput) -> list[torch.Tensor]:
-        """Run the SparseConvNet on the posed body → [net1, net2, net3, net4], each (1, C, d, h, w)."""
-        return self.xyzc_net(self._code_tensor(sparse_input))
+    def encode_sparse_voxels(self, sparse_input: SparseInput, rulebook: Rulebook | None = None) -> list[torch.Tensor]:
+        """Run the SparseConvNet on the posed body → [net1, net2, net3, net4], each (1, C, d, h, w). ``rulebook``
+        (one per voxelised body) keeps the neighbour pairs for the next encode of the same body."""
+        return [level.dense() for level in self.encode_sparse_levels(sparse_input, rulebook)]
 
-    def encode_sparse_levels(self, sparse_input: SparseInput) -> list[spconv.SparseConvTensor]:
+    def encode_sparse_levels(self, sparse_input: SparseInput,
+                             rulebook: Rulebook | None = None) -> list[spconv.SparseConvTensor]:
         """The same four levels as sparse tensors (only their active sites; the dense volumes are zero elsewhere)."""
-        return self.xyzc_net.sparse_levels(self._code_tensor(sparse_input))
+        return self.xyzc_net.sparse_levels(self._code_tensor(sparse_input), rulebook)
 
     def _code_tensor(self, sparse_input: SparseInput) -> spconv.SparseConvTensor:
         if sparse_input.num_vertices != self.num_vertices:

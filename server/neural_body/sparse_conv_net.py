@@ -88,27 +88,77 @@ class SparseConvNet(nn.Module):
     def forward(self, x: spconv.SparseConvTensor) -> list[torch.Tensor]:
         return [level.dense() for level in self.sparse_levels(x)]
 
-    def sparse_levels(self, x: spconv.SparseConvTensor) -> list[spconv.SparseConvTensor]:
-        """The four feature levels as sparse tensors (active sites only): what ``forward`` densifies."""
+    def sparse_levels(self, x: spconv.SparseConvTensor,
+                      rulebook: Rulebook | None = None) -> list[spconv.SparseConvTensor]:
+        """The four feature levels as sparse tensors (active sites only): what ``forward`` densifies. ``rulebook``
+        keeps the submanifold blocks' neighbour pairs for the next encode of the same voxels (a training frame's)."""
         algo = conv_algo_for(x.features.device)
         if any(conv.algo != algo for conv in self.sparse_convs()):
             self.set_algo(algo)
-        shared = _shared_voxels(x)
+        book = rulebook if rulebook is not None else Rulebook()
+        shared = book.shared_voxels(x)
         if shared is None:
-            net = self.down0(self.conv0(x))
+            net = book.run(self.conv0, x, "subm0")
         else:  # vertices that share a voxel: the native algorithm's sums, on any device (see _subm_rows)
-            rows = x.features
+            rows, voxels = x.features, book.attach(shared.voxels, "subm0")
             for layer in self.conv0:
-                rows = _subm_rows(layer, rows, shared) if isinstance(layer, spconv.SubMConv3d) else layer(rows)
-            net = self.down0(shared.voxels.replace_feature(shared.sums(rows)))
-        net1 = self.conv1(net)
-        net = self.down1(net1)
-        net2 = self.conv2(net)
-        net = self.down2(net2)
-        net3 = self.conv3(net)
-        net = self.down3(net3)
-        net4 = self.conv4(net)
+                if isinstance(layer, spconv.SubMConv3d):
+                    rows, voxels = _subm_rows(layer, rows, shared, voxels)
+                else:
+                    rows = layer(rows)
+            book.keep(voxels, "subm0")
+            net = voxels.replace_feature(shared.sums(rows))
+        net1 = book.run(self.conv1, self.down0(net), "subm1")
+        net2 = book.run(self.conv2, self.down1(net1), "subm2")
+        net3 = book.run(self.conv3, self.down2(net2), "subm3")
+        net4 = book.run(self.conv4, self.down3(net3), "subm4")
         return [net1, net2, net3, net4]
+
+
+class Rulebook:
+    """The submanifold blocks' neighbour pairs (spconv's per-``indice_key`` data) and the shared-voxel layout of one
+    voxelised body, kept between encodes of the same voxels: building them is ~15 % of an encode's forward pass, and
+    a training frame is encoded again every few dozen steps. Strided convs make their own pairs each time (spconv
+    reuses only submanifold ones); a kept pair set is used only where its input sites equal the block's, so a
+    strided conv that ordered its output differently costs a rebuild, never a wrong neighbour."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, Any] = {}
+        self._shared: tuple[torch.Tensor, SharedVoxels | None] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [t for data in self.pairs.values() for t in vars(data).values() if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def shared_voxels(self, x: spconv.SparseConvTensor) -> SharedVoxels | None:
+        if self._shared is None or not _same_sites(self._shared[0], x.indices):
+            self._shared = (x.indices, _shared_voxels(x))
+        return self._shared[1]
+
+    def attach(self, x: spconv.SparseConvTensor, key: str) -> spconv.SparseConvTensor:
+        """``x`` with the kept pairs of ``key`` when they were built for its sites."""
+        data = self.pairs.get(key)
+        if data is None or key in x.indice_dict or not _same_sites(data.indices, x.indices):
+            return x
+        out = x.shadow_copy()
+        out.indice_dict = {**x.indice_dict, key: data}
+        return out
+
+    def keep(self, out: spconv.SparseConvTensor, key: str) -> None:
+        data = out.indice_dict.get(key)
+        if data is not None:
+            self.pairs[key] = data
+
+    def run(self, block: spconv.SparseSequential, x: spconv.SparseConvTensor, key: str) -> spconv.SparseConvTensor:
+        """A submanifold block over ``x`` with the kept pairs of its ``key``; keeps the pairs it used."""
+        out = block(self.attach(x, key))
+        self.keep(out, key)
+        return out
+
+
+def _same_sites(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b)))
 
 
 # ---------------------------------------------------------------------------------------------------- shared voxels
@@ -159,16 +209,41 @@ class SharedVoxels:
         return rows.new_zeros((len(self.first), rows.shape[1])).index_add_(0, self.inverse, rows)
 
 
-def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels) -> torch.Tensor:
-    """A submanifold conv (bias-free, odd kernel) of rows that share voxels, as the native algorithm pairs them."""
+def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels,
+               voxels: spconv.SparseConvTensor | None = None) -> tuple[torch.Tensor, spconv.SparseConvTensor]:
+    """A submanifold conv (bias-free, odd kernel) of rows that share voxels, as the native algorithm pairs them;
+    returns the rows and the unique voxels' tensor that ran it (``voxels``, default ``shared.voxels``, whose
+    neighbour pairs it reuses and carries). The taps before the centre read the voxel sums and add into a voxel's
+    first row only; the taps after it read the first rows and add into every row: one conv runs both, block-diagonal
+    over [sums | first rows] → [before | after] (one pass over the pairs instead of two; the first block is narrow,
+    so the pass, not the arithmetic, is its cost)."""
     weight = conv.weight  # (out, kD, kH, kW, in), KRSC
     taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
     order = torch.arange(taps, device=weight.device).reshape(1, *weight.shape[1:4], 1)
     centre = taps // 2
-    before = torch.func.functional_call(conv, {"weight": weight * (order < centre)},
-                                        (shared.voxels.replace_feature(shared.sums(rows)),)).features
-    after = torch.func.functional_call(conv, {"weight": weight * (order > centre)},
-                                       (shared.voxels.replace_feature(rows[shared.first]),)).features
+    zeros = torch.zeros_like(weight)
+    blocks = torch.cat([torch.cat([weight * (order < centre), zeros], dim=4),
+                        torch.cat([zeros, weight * (order > centre)], dim=4)], dim=0)
+    sides = torch.cat([shared.sums(rows), rows[shared.first]], dim=1)
+    voxels = (voxels if voxels is not None else shared.voxels).replace_feature(sides)
+    out = torch.func.functional_call(_block_twin(conv), {"weight": blocks}, (voxels,))
+    before, after = out.features[shared.inverse].chunk(2, dim=1)
     k = weight.shape[1] // 2
     own = rows @ weight[:, k, k, k, :].T
-    return own + after[shared.inverse] + before[shared.inverse] * shared.is_first
+    return own + after + before * shared.is_first, out
+
+
+_BLOCK_TWINS: dict[tuple[Any, ...], spconv.SubMConv3d] = {}
+
+
+def _block_twin(conv: spconv.SubMConv3d) -> spconv.SubMConv3d:
+    """A weightless copy of ``conv`` (same key, kernel, algorithm) twice as wide on both channel axes, to be run by
+    ``functional_call`` with the block-diagonal half kernels."""
+    key = (conv.in_channels, conv.out_channels, tuple(conv.kernel_size), conv.indice_key, conv.algo)
+    twin = _BLOCK_TWINS.get(key)
+    if twin is None:
+        with torch.device("meta"):  # no weights of its own: functional_call supplies them
+            twin = spconv.SubMConv3d(2 * conv.in_channels, 2 * conv.out_channels, conv.kernel_size, bias=False,
+                                     indice_key=conv.indice_key, algo=conv.algo)
+        _BLOCK_TWINS[key] = twin
+    return twin

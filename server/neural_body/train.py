@@ -56,6 +56,7 @@ from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import Occupancy, body_occupancy
 from server.neural_body.ray_sampling import sample_rays
 from server.neural_body.rays import get_rays
+from server.neural_body.sparse_conv_net import Rulebook
 from server.neural_body.sparse_input import ZJU_PADDING, SparseInput, prepare_sparse_input
 from server.neural_body.volume_renderer import RayNoise, render_image, render_rays
 
@@ -64,6 +65,7 @@ GRAD_CLIP_VALUE = 40.0
 CHECKPOINT_NAME = "latest.pt"
 CHECKPOINT_FORMAT = "neural-human-train/1"
 INITIAL_DENSITY_BIAS = 0.1
+RULEBOOK_BUDGET_MB = 1024
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,7 +139,8 @@ def make_optimizer(network: torch.nn.Module, lr: float = BASE_LR) -> torch.optim
 
 class TrainingData:
     """Training frames/views of a dataset with decoded images and masks cached in memory up to a budget, the
-    voxelised body per frame and the camera rays per view."""
+    voxelised body and its sparse-conv rulebook per frame (rulebooks up to ``RULEBOOK_BUDGET_MB``) and the camera
+    rays per view."""
 
     def __init__(self, dataset: ZjuMocapDataset, device: torch.device, *, cache_mb: float = DEFAULT_CACHE_MB,
                  box_padding: Any = None) -> None:
@@ -152,6 +155,7 @@ class TrainingData:
         self._inputs: dict[int, SparseInput] = {}
         self._rays: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._occupancy: dict[tuple[int, float], Occupancy] = {}
+        self._rulebooks: dict[int, Rulebook] = {}
 
     def image_and_mask(self, frame: int, view: int) -> tuple[np.ndarray, np.ndarray]:
         key = (frame, view)
@@ -172,6 +176,16 @@ class TrainingData:
             hit = prepare_sparse_input(self.dataset.vertices(frame), params.Rh, params.Th,
                                        box_padding=self.box_padding, device=self.device)
             self._inputs[frame] = hit
+        return hit
+
+    def rulebook(self, frame: int) -> Rulebook:
+        """The frame's sparse-conv neighbour pairs, kept between its encodes while the kept ones fit the budget
+        (~8 MB a frame for the demo body; past the budget a frame's pairs are built for each encode)."""
+        hit = self._rulebooks.get(frame)
+        if hit is None:
+            hit = Rulebook()
+            if sum(book.nbytes for book in self._rulebooks.values()) < RULEBOOK_BUDGET_MB * 2**20:
+                self._rulebooks[frame] = hit
         return hit
 
     def occupancy(self, frame: int, margin: float) -> Occupancy:
@@ -207,11 +221,12 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
         def forward(self, sparse_input: SparseInput, ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor,
                     far: torch.Tensor, latent_index: int, rgb: torch.Tensor,
                     alpha: torch.Tensor | None = None, occupancy: Occupancy | None = None,
-                    noise: RayNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    noise: RayNoise | None = None,
+                    rulebook: Rulebook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
             if occupancy is None:  # the original: dense volumes, every sample of the box
-                volumes = self.network.encode_sparse_voxels(sparse_input)
+                volumes = self.network.encode_sparse_voxels(sparse_input, rulebook)
             else:  # the fast path's sampler: feature tables (same values, no densifying), occupied samples only
-                volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input))
+                volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input, rulebook))
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
                               n_samples=n_samples, perturb=True, occupancy=occupancy, outside_share=outside_share,
                               noise=noise)
@@ -392,7 +407,7 @@ class Trainer:
         dev = self.device
         return (sparse_input, batch.ray_o[rows].to(dev), batch.ray_d[rows].to(dev), batch.near[rows].to(dev),
                 batch.far[rows].to(dev), self.dataset.latent_index(frame), batch.rgb[rows].to(dev), alpha.to(dev),
-                occupancy, noise.rows(rows.start, rows.stop).to(dev))
+                occupancy, noise.rows(rows.start, rows.stop).to(dev), self.data.rulebook(frame))
 
     def train_step(self) -> float:
         """One optimisation step; returns the colour MSE over the step's rays (all ranks' mean)."""

@@ -74,3 +74,23 @@ def test_the_fold_is_kept_per_pose_and_redone_when_the_weights_change() -> None:
         expected = F.linear(tables.features_at(grid), network.fc_0.weight[..., 0], network.fc_0.bias)
         torch.testing.assert_close(again(grid), expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(before, again(grid))
+
+
+def test_the_training_bags_gradient_equals_embedding_bags() -> None:
+    """weighted_bag's sparse-product gradient (a CPU training step's) gives the table the gradient embedding_bag's
+    own backward gives, repeated rows and the zero row included."""
+    from server.neural_body.feature_tables import weighted_bag
+
+    generator = torch.Generator().manual_seed(4)
+    table = torch.randn(50, 24, generator=generator, requires_grad=True)
+    rows = torch.randint(0, 50, (300, 8), generator=generator)
+    rows[:40] = 49  # many bags reading one row
+    weights = torch.rand(300, 8, generator=generator)
+    grad_out = torch.randn(300, 24, generator=generator)
+    got = weighted_bag(rows, table, weights)
+    (got_grad,) = torch.autograd.grad(got, table, grad_out)
+    want = F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    (want_grad,) = torch.autograd.grad(want, table, grad_out)
+    assert got.grad_fn is not None and "SparseGradientBag" in type(got.grad_fn).__name__
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-5)

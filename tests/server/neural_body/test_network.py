@@ -170,7 +170,7 @@ def test_shared_voxels_are_paired_as_spconvs_native_algorithm_does() -> None:
     shared = _shared_voxels(x)
     assert shared is not None and len(shared.first) < 200
     with torch.no_grad():
-        torch.testing.assert_close(_subm_rows(conv, rows, shared), conv(x).features, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_subm_rows(conv, rows, shared)[0], conv(x).features, rtol=1e-5, atol=1e-5)
     unique = spconv.SparseConvTensor(rows[:5], torch.tensor([[0, i, 0, 0] for i in range(5)]).int(), [6, 6, 6], 1)
     assert _shared_voxels(unique) is None
 
@@ -191,3 +191,38 @@ def test_encoding_a_body_with_shared_voxels_equals_the_native_layers() -> None:
             expected.append(conv(down(expected[-1])))
     for got, want in zip(levels, expected, strict=True):
         torch.testing.assert_close(got.dense(), want.dense(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_kept_rulebook_encodes_exactly_as_a_fresh_one_and_rebuilds_for_other_sites() -> None:
+    """The per-frame rulebook of training: reused pairs give bit-identical levels and gradients; a rulebook kept for
+    one body and handed another rebuilds its pairs rather than pairing the wrong neighbours."""
+    from server.neural_body.sparse_conv_net import Rulebook
+
+    verts = ellipsoid_body(300, seed=8)
+    verts[200:260] = verts[:60] + 0.001  # shared voxels: the first block's own path keeps its pairs too
+    network = random_network(300, 1, seed=8)
+    network.train()
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    moved = prepare_sparse_input(verts * 1.1, np.zeros(3), np.zeros(3))
+
+    def encode(body, rulebook=None):
+        network.zero_grad(set_to_none=True)
+        levels = network.encode_sparse_levels(body, rulebook)
+        sum((level.features * (i + 1)).square().mean() for i, level in enumerate(levels)).backward()
+        return [level.features.detach() for level in levels], network.c.weight.grad.clone()
+
+    book = Rulebook()
+    fresh, fresh_grad = encode(sparse)
+    first, _ = encode(sparse, book)
+    assert set(book.pairs) == {"subm0", "subm1", "subm2", "subm3", "subm4"} and book.nbytes > 0
+    kept_pairs = dict(book.pairs)
+    again, again_grad = encode(sparse, book)
+    assert all(book.pairs[key] is kept_pairs[key] for key in kept_pairs)  # reused, not rebuilt
+    for got, want in zip(again, fresh, strict=True):
+        assert torch.equal(got, want)
+    assert torch.equal(again_grad, fresh_grad)
+    other, _ = encode(moved, book)
+    expected, _ = encode(moved)
+    assert book.pairs["subm0"] is not kept_pairs["subm0"]
+    for got, want in zip(other, expected, strict=True):
+        assert torch.equal(got, want)
