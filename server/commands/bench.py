@@ -9,7 +9,8 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
-- train: iterations per second of the occupancy sampler vs the original box sampler (1024 rays each);
+- train: iterations per second of the occupancy sampler vs the original box sampler (1024 rays each, their steps
+  alternating, each from the actor's weights);
 - http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process (interleaved), and the
   overhead per request read from the server's Server-Timing header (round trip minus the server's render);
 - farm: frames/s of a job (8 new poses at 128², fast path) on a private local Ray cluster with 1 and with 2 workers

@@ -348,7 +348,7 @@ def test_training_march_backpropagates_only_through_samples_with_density(demo_ac
             out = render_rays(network, volumes, sparse, o, d, near, far, 0, perturb=True, occupancy=occ,
                               outside_share=0.05, march=march)
             loss = (out.rgb_map - 0.5).square().mean() + out.acc_map.mean()
-            results[name] = (float(loss), torch.autograd.grad(loss, params), dict(rows))
+            results[name] = (float(loss.detach()), torch.autograd.grad(loss, params), dict(rows))
     finally:
         network.eval()
         del network.trunk_at
