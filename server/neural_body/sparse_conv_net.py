@@ -17,6 +17,7 @@ below): the two algorithms differ there, and the encode must not depend on the d
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,17 +234,18 @@ def _subm_rows(conv: spconv.SubMConv3d, rows: torch.Tensor, shared: SharedVoxels
     return own + after + before * shared.is_first, out
 
 
-_BLOCK_TWINS: dict[tuple[Any, ...], spconv.SubMConv3d] = {}
+_BLOCK_TWINS = threading.local()  # per thread: functional_call swaps a module's weights while it runs
 
 
 def _block_twin(conv: spconv.SubMConv3d) -> spconv.SubMConv3d:
     """A weightless copy of ``conv`` (same key, kernel, algorithm) twice as wide on both channel axes, to be run by
     ``functional_call`` with the block-diagonal half kernels."""
+    twins = _BLOCK_TWINS.__dict__.setdefault("twins", {})
     key = (conv.in_channels, conv.out_channels, tuple(conv.kernel_size), conv.indice_key, conv.algo)
-    twin = _BLOCK_TWINS.get(key)
+    twin = twins.get(key)
     if twin is None:
         with torch.device("meta"):  # no weights of its own: functional_call supplies them
             twin = spconv.SubMConv3d(2 * conv.in_channels, 2 * conv.out_channels, conv.kernel_size, bias=False,
                                      indice_key=conv.indice_key, algo=conv.algo)
-        _BLOCK_TWINS[key] = twin
+        twins[key] = twin
     return twin
