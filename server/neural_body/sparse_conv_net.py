@@ -129,7 +129,8 @@ class Rulebook:
 
     @property
     def nbytes(self) -> int:
-        tensors = [t for data in self.pairs.values() for t in vars(data).values() if isinstance(t, torch.Tensor)]
+        fields = [v for data in self.pairs.values() for v in vars(data).values()]
+        tensors = [t for v in fields for t in (v if isinstance(v, list) else [v]) if isinstance(t, torch.Tensor)]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def shared_voxels(self, x: spconv.SparseConvTensor) -> SharedVoxels | None:
