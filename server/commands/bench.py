@@ -306,15 +306,7 @@ def _alternating_medians(fns: dict[str, Any], repeats: int, device: Any, before:
 
 def _timed(fn: Any, repeats: int, device: Any) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return _alternating_medians({"fn": fn}, repeats, device, before=lambda: None)["fn"]
 
 
 def bench_http(actor_dir: Path, device: Any, pose: Any, size: int, repeats: int) -> dict[str, Any]:

@@ -109,11 +109,16 @@ class FeatureTables:
         ``fold_from`` on; kept until the layer's weights change (in training the tables live for one step)."""
         key = (id(layer), layer.weight._version, layer.bias._version, fold_from)
         hit = self._first_layers.get(key)
-        if hit is None:
+        # a fold made without autograd has no graph: under autograd it is made again (one made with it serves both)
+        if hit is None or (torch.is_grad_enabled() and not hit.folded.requires_grad and _needs_grad(self, layer)):
             self._first_layers.clear()
             hit = FirstLayer.fold(self, layer.weight[..., 0], layer.bias, fold_from)
             self._first_layers[key] = hit
         return hit
+
+
+def _needs_grad(tables: FeatureTables, layer: nn.Conv1d) -> bool:
+    return layer.weight.requires_grad or any(level.table.requires_grad for level in tables.levels)
 
 
 @dataclass(frozen=True, eq=False)

@@ -221,27 +221,28 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
     transmittance = torch.ones(num_rays, device=pts.device)  # in front of the segment (no gradient: a decision)
     flats, trunks = [], []
     positive, seen = 0, 0  # density samples so far with raw density > 0, and all of them
+    tracked = torch.is_grad_enabled()  # without autograd there is nothing to save: one pass
     for s0 in range(0, num_samples, march.segment):
         s1 = min(num_samples, s0 + march.segment)
         alive = transmittance > march.stop_transmittance
         ray_idx, sample_idx = torch.nonzero(keep[:, s0:s1] & alive[:, None], as_tuple=True)
         flat = ray_idx * num_samples + sample_idx + s0
         grid = smpl_grid_coords(flat_smpl[flat], sparse_input)
+        # the first segment with samples always runs one pass (it measures the share, and makes fc_0's fold with
+        # autograd for the segments after it)
+        recompute = (tracked and flat.numel() > 0 and seen > 0 and positive < march.recompute_below * seen)
         seen += flat.numel()
-        if flat.numel() and torch.is_grad_enabled() and positive < march.recompute_below * (seen - flat.numel()):
+        if recompute:
             with torch.no_grad():  # which samples can have a gradient (see TrainingMarch)
                 raw = torch.cat([network.density_head(network.trunk_at(part, volumes)) for part in grid.split(step)])
                 has_density = raw[:, 0] > 0
             flat, grid = flat[has_density], grid[has_density]
             positive += flat.numel()
-            counted = True
-        else:
-            counted = False
         if flat.numel():
             # (split, not slices: a slice's backward writes into a zero tensor of the whole input, every chunk)
             trunk = torch.cat([network.trunk_at(part, volumes) for part in grid.split(step)])
             density = network.density_head(trunk)[:, 0]
-            if not counted:
+            if tracked and not recompute:
                 positive += int((density > 0).sum())
             seg_alpha = 1.0 - torch.exp(-F.relu(density) * dists[flat])
             alpha = alpha.index_put((flat,), seg_alpha)

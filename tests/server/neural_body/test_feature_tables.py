@@ -94,3 +94,19 @@ def test_the_training_bags_gradient_equals_embedding_bags() -> None:
     assert got.grad_fn is not None and "SparseGradientBag" in type(got.grad_fn).__name__
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_a_fold_made_without_autograd_is_made_again_under_it() -> None:
+    """A fold first made under no_grad (the training march's density probe) has no graph; the same tables under
+    autograd fold again, so fc_0 and the codes still get their gradient; a fold made with autograd serves both."""
+    network, sparse, grid = _body_and_points()
+    tables = FeatureTables.from_levels(network.encode_sparse_levels(sparse))
+    with torch.no_grad():
+        probe = tables.first_layer(network.fc_0)
+    tracked = tables.first_layer(network.fc_0)
+    assert tracked is not probe and tracked.folded.requires_grad
+    with torch.no_grad():
+        assert tables.first_layer(network.fc_0) is tracked
+    network.zero_grad(set_to_none=True)
+    tracked(grid).sum().backward()
+    assert float(network.fc_0.weight.grad.abs().sum()) > 0 and float(network.c.weight.grad.abs().sum()) > 0
