@@ -5,7 +5,9 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - frame: one WxW image (256 on CPU, 512 on CUDA) of a new pose each frame (the sparse-conv encode counted, no
   cache), the body filling ~80% of the image height; median seconds per frame of each path, the ratio, and their
   agreement on the same frames (PSNR over premultiplied RGB, max alpha difference); on CUDA also per precision of
-  the fast path's point network (tf32, bf16, fp16) against the fp32 reference;
+  the fast path's point network (tf32, bf16, fp16) against the fp32 reference, and the CPU's march (segments of 8)
+  against the GPU's (one pass); "launches": the tensor operations, host read-backs and host-made tensors of one fast
+  frame with each device's march schedule (counted the same on any device; what bounds a GPU frame);
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
   coarser grid and extrapolated by grid points; --full-reference measures it);
@@ -134,7 +136,7 @@ def side_by_side(result: dict[str, Any], times: dict[str, list[float]],
 
 
 def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], margin: float | None = None,
-               precision: str = "fp32", dilations: tuple[int, ...] | None = None,
+               precision: str = "fp32", dilations: tuple[int, ...] | None = None, segment: int | None = None,
                ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
     """Seconds and renders per path of one WxW frame per pose (a new pose each frame, encode included); the paths
     take turns on each pose, so a slow spell of the machine hits both."""
@@ -151,12 +153,38 @@ def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], 
             renderer = settings.image_renderer()
             if dilations is not None and name == "fast":
                 renderer = dataclasses.replace(renderer, refine_dilations=dilations)
+            if segment is not None and name == "fast":
+                renderer = dataclasses.replace(renderer, segment=segment)
             start = time.perf_counter()
             out = render_image(network, verts, rh, th, latent, K, R, T, size, size, renderer=renderer)
             _sync(device)
             times[name].append(time.perf_counter() - start)
             renders[name].append(out)
     return times, renders
+
+
+def frame_launches(network: Any, pose: Any, size: int) -> dict[str, Any]:
+    """Tensor operations, host read-backs and host-made tensors of one fast frame (a new pose, encode included),
+    counted by ``launch_count`` with the device's march schedule, and with the other device's for comparison (the
+    counts are the same on every device: what bounds a GPU frame, measured on any machine)."""
+    import torch
+
+    from server.neural_body.config import CPU_MARCH_SEGMENT, GPU_MARCH_SEGMENT, point_chunk
+    from server.neural_body.fast_renderer import FastRenderer
+    from server.neural_body.launch_count import count_launches
+    from server.neural_body.volume_renderer import render_image
+
+    verts, rh, th, latent = pose
+    K, R, T = framing_camera(verts, size)
+    schedules = {"cpu": (CPU_MARCH_SEGMENT, point_chunk("cpu")), "cuda": (GPU_MARCH_SEGMENT, point_chunk("cuda"))}
+    out: dict[str, Any] = {}
+    for name, (segment, chunk) in schedules.items():
+        renderer = FastRenderer(segment=segment, chunk_points=chunk)
+        with torch.no_grad():
+            _, count = count_launches(lambda r=renderer: render_image(network, verts, rh, th, latent, K, R, T, size,
+                                                                      size, renderer=r))
+        out[f"{name}_schedule"] = {**count.as_dict(), "density_points": renderer.last_stats["density_points"]}
+    return out
 
 
 def bench_views(network: Any, pose: Any, size: int, renderers: list[str], views: int = 4) -> dict[str, Any]:
@@ -471,7 +499,7 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     import torch
 
     from server.neural_body.actor import load_actor
-    from server.neural_body.config import PRECISIONS
+    from server.neural_body.config import CPU_MARCH_SEGMENT, PRECISIONS
 
     device = torch.device(device_name)
     actor = load_actor(actor_dir, device)
@@ -495,8 +523,12 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
             t, r = {**t, "reference": times["reference"]}, {**r, "reference": renders["reference"]}
         return side_by_side({"size": size, "poses": len(poses), **setting}, t, r)
 
+    if "fast" in renderers:
+        out["frame"]["launches"] = frame_launches(network, poses[0], size)
     if device.type == "cuda" and "fast" in renderers:  # the point network's precision: speed and agreement each
         out["frame_precisions"] = {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"}
+        # the CPU's march (segments of 8: fewer density queries, more launches and read-backs) against the GPU's
+        out["frame_segmented"] = fast_variant(segment=CPU_MARCH_SEGMENT)
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
     if args.margins and "fast" in renderers:
         out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in args.margins}

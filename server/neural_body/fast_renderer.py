@@ -1,6 +1,6 @@
 """The fast path of the renderer: the reference's rays, sample depths and quadrature, evaluated only where the body is.
 
-``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=8, stop_transmittance=1e-4, min_weight=1e-5,
+``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=None, stop_transmittance=1e-4, min_weight=1e-5,
 chunk_points=None, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS,
 refine_min_samples_per_probe=REFINE_MIN_SAMPLES_PER_PROBE)`` implements
 ``volume_renderer.ImageRenderer``:
@@ -14,7 +14,9 @@ refine_min_samples_per_probe=REFINE_MIN_SAMPLES_PER_PROBE)`` implements
    counts the samples of the pose's earlier images, and a cached refinement is always used);
 3. the rays are marched in segments of ``segment`` samples: the occupied samples of every ray still visible
    (transmittance > ``stop_transmittance``) are compacted into large batches for the density network; a ray stops
-   once its transmittance falls below the threshold (what it would still add is bounded by it);
+   once its transmittance falls below the threshold (what it would still add is bounded by it). ``segment`` None
+   takes the device's (``config.march_segment``: 8 on a CPU, where each query costs; one pass of all samples on a
+   GPU, where kernel launches and read-backs cost more than the extra queries);
 4. the colour head runs only for samples whose weight exceeds ``min_weight`` (opacity and depth take every weight,
    so they do not depend on it; the colour misses at most the dropped weights).
 
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.neural_body.config import PRECISIONS, point_chunk
+from server.neural_body.config import PRECISIONS, march_segment, point_chunk, ray_chunk
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.network import NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_level
@@ -48,7 +50,6 @@ from server.neural_body.rays import get_rays, near_far
 from server.neural_body.sparse_input import SparseInput
 from server.neural_body.volume_renderer import N_SAMPLES, ImageRender, sample_depths, sample_intervals
 
-RAY_CHUNK = 32768  # rays whose samples are laid out at once (bounds the (R,S,3) point arrays)
 # Apply a refinement level only when the image (with a cache: the pose's images so far) has at least this many
 # samples in the current occupancy per probe of the level. A level skips about half of the samples the march
 # evaluates, and the march evaluates ~70 % of the occupied ones (it stops at the surface). Measured on the demo actor
@@ -64,7 +65,7 @@ class FastRenderer:
 
     margin: float = DEFAULT_MARGIN
     n_samples: int = N_SAMPLES
-    segment: int = 8
+    segment: int | None = None  # None: config.march_segment of the device (8 on a CPU, one pass on a GPU)
     stop_transmittance: float = 1e-4
     min_weight: float = 1e-5
     chunk_points: int | None = None  # None: config.point_chunk of the device
@@ -126,8 +127,9 @@ class FastRenderer:
             rows = torch.nonzero(mask.reshape(-1))[:, 0]
             o, d = ray_o.reshape(-1, 3)[rows], ray_d.reshape(-1, 3)[rows]
             n, f = near.reshape(-1)[rows], far.reshape(-1)[rows]
-            for start in range(0, rows.numel(), RAY_CHUNK):
-                sl = slice(start, start + RAY_CHUNK)
+            rays_at_once = ray_chunk(device.type)
+            for start in range(0, rows.numel(), rays_at_once):
+                sl = slice(start, start + rays_at_once)
                 z = sample_depths(n[sl], f[sl], self.n_samples)
                 pts = o[sl, None] + d[sl, None] * z[..., None]  # (R,S,3) world
                 pts_smpl = sparse_input.world_to_smpl(pts)
@@ -150,12 +152,14 @@ class FastRenderer:
                                                            samples_in).to(device)
                         # the refined cells lie inside the body occupancy: test only the samples inside that
                         occupied = occupied.masked_scatter(occupied, occupancy.contains(pts_smpl[occupied]))
-                hit = occupied.any(dim=1)
-                if not bool(hit.any()):
+                # row indices, not a boolean mask: one read-back here instead of one per array indexed
+                hit = torch.nonzero(occupied.any(dim=1))[:, 0]
+                if not hit.numel():
                     continue
-                out = self._march(network, volumes, sparse_input, latent_index, pts[hit], pts_smpl[hit], d[sl][hit],
-                                  z[hit], occupied[hit])
-                target = rows[sl][hit]
+                out = self._march(network, volumes, sparse_input, latent_index, pts.index_select(0, hit),
+                                  pts_smpl.index_select(0, hit), d[sl].index_select(0, hit), z.index_select(0, hit),
+                                  occupied.index_select(0, hit))
+                target = rows[sl].index_select(0, hit)
                 for name in names:
                     image[name].view(height * width, -1)[target] = out[name].reshape(target.numel(), -1)
         opacity = image["opacity"]
@@ -192,8 +196,9 @@ class FastRenderer:
         transmittance = torch.ones(num_rays, device=z.device)
         sums = _RaySums.zeros(num_rays, z.device)
         self.last_stats["occupied_rays"] += num_rays
-        for s0 in range(0, num_samples, self.segment):
-            s1 = min(num_samples, s0 + self.segment)
+        segment = self.segment if self.segment is not None else march_segment(z.device.type)
+        for s0 in range(0, num_samples, segment):
+            s1 = min(num_samples, s0 + segment)
             alive = transmittance > self.stop_transmittance
             if not bool(alive.any()):
                 break
@@ -213,15 +218,15 @@ class FastRenderer:
                 continue
             w = alpha * seg_trans.take(local)
             self.last_stats["density_points"] += int(ray_idx.numel())
-            is_last = flat % num_samples == num_samples - 1
+            is_last = (flat % num_samples == num_samples - 1).to(w.dtype)
             sums.add_weights(ray_idx, w, z.take(flat), is_last)
-            keep = w > self.min_weight
-            if bool(keep.any()):
-                colour = self._colour(network, _kept_rows(trunk, keep), pts.index_select(0, flat[keep]),
-                                      viewdir[ray_idx[keep]],
-                                      latent_index)
+            keep = torch.nonzero(w > self.min_weight)[:, 0]  # indices: one read-back for all the arrays below
+            if keep.numel():
+                ray_keep = ray_idx.index_select(0, keep)
+                colour = self._colour(network, _kept_rows(trunk, keep), pts.index_select(0, flat.index_select(0, keep)),
+                                      viewdir.index_select(0, ray_keep), latent_index)
                 self.last_stats["color_points"] += int(colour.shape[0])
-                sums.add_colours(ray_idx[keep], w[keep], colour, is_last[keep])
+                sums.add_colours(ray_keep, w.index_select(0, keep), colour, is_last.index_select(0, keep))
         return sums.outputs(z[:, -1])
 
     def _chunk(self, device: torch.device) -> int:
@@ -256,12 +261,14 @@ class FastRenderer:
 
 
 def _kept_rows(parts: list[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
-    """The rows where ``keep`` (N,) is set of the row-wise concatenation of ``parts``, without concatenating them."""
-    picked, start = [], 0
-    for part in parts:
-        picked.append(part[keep[start:start + part.shape[0]]])
-        start += part.shape[0]
-    return torch.cat(picked)
+    """Rows ``keep`` (sorted indices) of the row-wise concatenation of ``parts``, without concatenating them."""
+    if len(parts) == 1:
+        return parts[0].index_select(0, keep)
+    starts = np.cumsum([0] + [part.shape[0] for part in parts])
+    # where each part's indices begin in ``keep``: one read-back for all the parts
+    bounds = torch.searchsorted(keep, torch.as_tensor(starts, device=keep.device)).tolist()
+    return torch.cat([part.index_select(0, keep[bounds[i]:bounds[i + 1]] - int(starts[i]))
+                      for i, part in enumerate(parts)])
 
 
 @dataclass
@@ -280,15 +287,17 @@ class _RaySums:
                         torch.zeros(rays, device=device), torch.zeros(rays, device=device),
                         torch.zeros((rays, 3), device=device))
 
+    # ``is_last`` is 1.0 for a ray's last sample, else 0.0: a ray has at most one, so adding is_last·value into the
+    # zero-initialised last_* sums sets it (without a boolean-mask index, which reads a count back from a GPU)
     def add_weights(self, rays: torch.Tensor, w: torch.Tensor, z: torch.Tensor, is_last: torch.Tensor) -> None:
         """Opacity and depth take every weight (colour only the visible ones: ``add_colours``)."""
         self.acc.index_add_(0, rays, w)
         self.depth.index_add_(0, rays, w * z)
-        self.last_w[rays[is_last]] = w[is_last]
+        self.last_w.index_add_(0, rays, w * is_last)
 
     def add_colours(self, rays: torch.Tensor, w: torch.Tensor, colour: torch.Tensor, is_last: torch.Tensor) -> None:
         self.rgb.index_add_(0, rays, w[:, None] * colour)
-        self.last_rgb[rays[is_last]] = colour[is_last]
+        self.last_rgb.index_add_(0, rays, colour * is_last[:, None])
 
     def outputs(self, z_last: torch.Tensor) -> dict[str, torch.Tensor]:
         """Full sums and, for compositing, the sums without the last sample."""

@@ -213,12 +213,10 @@ _FUSED_LINEAR_RELU = torch.backends.mkldnn.is_available() and hasattr(torch.ops.
 
 def smpl_grid_coords(pts_smpl: torch.Tensor, sparse_input: SparseInput) -> torch.Tensor:
     """(N,3) SMPL-frame points → (N,3) grid_sample coordinates (x,y,z order) in [-1,1] over the full-res grid."""
-    dhw = pts_smpl[:, [2, 1, 0]]
-    min_dhw = sparse_input.bounds[0, [2, 1, 0]]
-    dhw = (dhw - min_dhw) / sparse_input.voxel_size
-    out_sh = torch.tensor(sparse_input.out_sh, dtype=dhw.dtype, device=dhw.device)
-    dhw = dhw / out_sh * 2 - 1  # full-resolution out_sh for every level (original's behaviour)
-    return dhw[:, [2, 1, 0]]
+    # per axis in xyz order, the original's arithmetic in (d,h,w) order: the same values, no reordering copies
+    xyz = (pts_smpl - sparse_input.bounds[0]) / sparse_input.voxel_size
+    extent = sparse_input.grid_extent  # full-resolution out_sh for every level (original's behaviour)
+    return xyz / extent.to(xyz.dtype) * 2 - 1
 
 
 def features_at(grid: torch.Tensor, volumes: list[torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ vertices / rotation, float64 division by the voxel size) so voxel indices match 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,6 +61,11 @@ class SparseInput:
     @property
     def device(self) -> torch.device:
         return self.coords.device
+
+    @functools.cached_property
+    def grid_extent(self) -> torch.Tensor:
+        """(3,) float32 ``out_sh`` in xyz order on the tensors' device (made once: point queries divide by it)."""
+        return torch.tensor(self.out_sh[::-1], dtype=torch.float32, device=self.bounds.device)
 
     def indices(self) -> torch.Tensor:
         """(V,4) int32 spconv indices (batch, d, h, w) with batch 0."""

@@ -13,6 +13,7 @@ from server.commands.bench import (
     _poses,
     add_arguments,
     bench_views,
+    frame_launches,
     frame_runs,
     framing_camera,
     parse_dilations,
@@ -58,6 +59,15 @@ def test_bench_views_measures_one_pose_from_new_cameras_with_the_caches(demo_act
     assert result["views"] == 2 and result["fast_seconds"] > 0 and result["reference_seconds"] > 0
     assert result["agreement"]["min_psnr_premultiplied_db"] >= 40
     assert result["agreement"]["max_alpha_difference"] <= 0.02
+
+
+@pytest.mark.slow
+def test_frame_launches_count_both_march_schedules(demo_actor):
+    result = frame_launches(demo_actor.network, _poses(demo_actor, 1)[0], 48)
+    cpu, gpu = result["cpu_schedule"], result["cuda_schedule"]
+    assert gpu["ops"] < cpu["ops"] and gpu["syncs"] < cpu["syncs"]  # fewer launches and read-backs per frame
+    assert gpu["density_points"] > cpu["density_points"] > 0  # for more density queries (no stop at the surface)
+    assert gpu["syncs"] > 0 and gpu["host_tensors"] > 0
 
 
 def test_sweep_settings_parse_and_bad_ones_are_named_before_anything_runs(capsys):

@@ -26,10 +26,11 @@ def cuda_actor():
     return load_actor(DEMO_ACTOR, "cuda")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
-def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision):
-    """The fast path on CUDA (each precision of its point network) against the fp32 reference, same bars as on CPU
-    (a new pose, a new view)."""
+@pytest.mark.parametrize(("precision", "segment"), [("fp32", None), ("tf32", None), ("bf16", None), ("fp16", None),
+                                                    ("fp32", 8)])
+def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision, segment):
+    """The fast path on CUDA (each precision of its point network; the GPU's one-pass march and the CPU's segments)
+    against the fp32 reference, same bars as on CPU (a new pose, a new view)."""
     from server.neural_body.fast_renderer import FastRenderer
     from server.neural_body.volume_renderer import render_image
 
@@ -37,7 +38,7 @@ def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision)
     K, R, T = camera_around(verts, 2.2)
     ref = render_image(cuda_actor.network, verts, rh, th, 50, K, R, T, 40, 56)
     fast = render_image(cuda_actor.network, verts, rh, th, 50, K, R, T, 40, 56,
-                        renderer=FastRenderer(precision=precision))
+                        renderer=FastRenderer(precision=precision, segment=segment))
     assert_agree(ref, fast)
     assert torch.backends.cuda.matmul.allow_tf32 is False  # tf32 is scoped to the fast path's products
 

@@ -237,6 +237,31 @@ def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame
 
 
 @pytest.mark.slow
+def test_gpu_march_schedule_agrees_and_reads_back_a_bounded_number_of_times(demo_actor):
+    """A GPU's schedule (one pass over every sample of a ray, large batches: config.march_segment / point_chunk /
+    ray_chunk for "cuda") on this CPU: the same image as the reference, and a number of operations and read-backs
+    that does not grow with the point batches, where the CPU schedule's does (launch_count, the same on any device)."""
+    from server.neural_body.config import GPU_MARCH_SEGMENT, GPU_POINT_CHUNK, march_segment
+    from server.neural_body.launch_count import count_launches
+
+    assert march_segment("cuda") == GPU_MARCH_SEGMENT == 64 and march_segment("cpu") == 8
+    verts, rh, th = posed_body(demo_actor, 50, bend=True)
+    gpu = FastRenderer(segment=GPU_MARCH_SEGMENT, chunk_points=GPU_POINT_CHUNK, refine_min_samples_per_probe=0)
+    ref, fast, _ = render_both(demo_actor.network, verts, rh, th, 50, 2.2, gpu)
+    assert_agree(ref, fast)
+    one_pass = render_fast(demo_actor.network, verts, rh, th, 50, 2.2, gpu)
+    np.testing.assert_array_equal(one_pass.rgb, fast.rgb)  # deterministic
+    _, gpu_count = count_launches(lambda: render_fast(demo_actor.network, verts, rh, th, 50, 2.2, gpu))
+    cpu = FastRenderer(refine_min_samples_per_probe=0)
+    _, cpu_count = count_launches(lambda: render_fast(demo_actor.network, verts, rh, th, 50, 2.2, cpu))
+    assert gpu.last_stats["density_points"] > cpu.last_stats["density_points"]  # no stop at the surface
+    assert gpu_count.syncs <= 30, gpu_count.by_op.most_common(10)
+    assert cpu_count.syncs >= gpu_count.syncs + 7  # at least one read-back per further segment
+    assert gpu_count.ops < 0.5 * cpu_count.ops
+    assert gpu_count.host_tensors < cpu_count.host_tensors
+
+
+@pytest.mark.slow
 def test_fast_renderer_agrees_on_an_imported_checkpoint(demo_actor, tmp_path):
     """The demo actor's weights written in the original layout (spconv 1.x) and imported back."""
     from server.neural_body.actor import load_actor
