@@ -169,17 +169,17 @@ def frame_launches(network: Any, pose: Any, size: int) -> dict[str, Any]:
     counts are the same on every device: what bounds a GPU frame, measured on any machine)."""
     import torch
 
-    from server.neural_body.config import CPU_MARCH_SEGMENT, GPU_MARCH_SEGMENT, point_chunk
+    from server.neural_body.config import march_segment, point_chunk, ray_chunk
     from server.neural_body.fast_renderer import FastRenderer
     from server.neural_body.launch_count import count_launches
     from server.neural_body.volume_renderer import render_image
 
     verts, rh, th, latent = pose
     K, R, T = framing_camera(verts, size)
-    schedules = {"cpu": (CPU_MARCH_SEGMENT, point_chunk("cpu")), "cuda": (GPU_MARCH_SEGMENT, point_chunk("cuda"))}
     out: dict[str, Any] = {}
-    for name, (segment, chunk) in schedules.items():
-        renderer = FastRenderer(segment=segment, chunk_points=chunk)
+    for name in ("cpu", "cuda"):
+        renderer = FastRenderer(segment=march_segment(name), chunk_points=point_chunk(name),
+                                chunk_rays=ray_chunk(name))
         with torch.no_grad():
             _, count = count_launches(lambda r=renderer: render_image(network, verts, rh, th, latent, K, R, T, size,
                                                                       size, renderer=r))

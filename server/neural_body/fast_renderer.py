@@ -1,7 +1,7 @@
 """The fast path of the renderer: the reference's rays, sample depths and quadrature, evaluated only where the body is.
 
 ``FastRenderer(margin=DEFAULT_MARGIN, n_samples=64, segment=None, stop_transmittance=1e-4, min_weight=1e-5,
-chunk_points=None, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS,
+chunk_points=None, chunk_rays=None, precision="fp32", refine=True, refine_dilations=DEFAULT_DILATIONS,
 refine_min_samples_per_probe=REFINE_MIN_SAMPLES_PER_PROBE)`` implements
 ``volume_renderer.ImageRenderer``:
 
@@ -29,7 +29,8 @@ The pose's features come as ``FeatureTables`` (the sparse-conv levels' active si
 the reference's dense volumes: the same trilinear values, without densifying ~150 MB per pose).
 ``features(network, sparse_input)``, ``occupancy(network, sparse_input)`` and ``refined_occupancy(network,
 sparse_input, occupancy, tables, samples_in)`` are the hooks a cache overrides. ``chunk_points`` (points per
-network batch) defaults by device (``config.point_chunk``: small batches on a CPU, large ones on a GPU).
+network batch) and ``chunk_rays`` (rays laid out at once) default by device (``config.point_chunk``, ``ray_chunk``:
+small batches on a CPU, large ones on a GPU).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class FastRenderer:
     stop_transmittance: float = 1e-4
     min_weight: float = 1e-5
     chunk_points: int | None = None  # None: config.point_chunk of the device
+    chunk_rays: int | None = None  # None: config.ray_chunk of the device
     precision: str = "fp32"
     refine: bool = True
     refine_dilations: tuple[int, ...] = DEFAULT_DILATIONS
@@ -127,7 +129,7 @@ class FastRenderer:
             rows = torch.nonzero(mask.reshape(-1))[:, 0]
             o, d = ray_o.reshape(-1, 3)[rows], ray_d.reshape(-1, 3)[rows]
             n, f = near.reshape(-1)[rows], far.reshape(-1)[rows]
-            rays_at_once = ray_chunk(device.type)
+            rays_at_once = self.chunk_rays if self.chunk_rays is not None else ray_chunk(device.type)
             for start in range(0, rows.numel(), rays_at_once):
                 sl = slice(start, start + rays_at_once)
                 z = sample_depths(n[sl], f[sl], self.n_samples)

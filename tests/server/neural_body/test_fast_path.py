@@ -241,12 +241,13 @@ def test_gpu_march_schedule_agrees_and_reads_back_a_bounded_number_of_times(demo
     """A GPU's schedule (one pass over every sample of a ray, large batches: config.march_segment / point_chunk /
     ray_chunk for "cuda") on this CPU: the same image as the reference, and a number of operations and read-backs
     that does not grow with the point batches, where the CPU schedule's does (launch_count, the same on any device)."""
-    from server.neural_body.config import GPU_MARCH_SEGMENT, GPU_POINT_CHUNK, march_segment
+    from server.neural_body.config import march_segment, point_chunk, ray_chunk
     from server.neural_body.launch_count import count_launches
 
-    assert march_segment("cuda") == GPU_MARCH_SEGMENT == 64 and march_segment("cpu") == 8
+    assert march_segment("cuda") == 64 and march_segment("cpu") == 8
     verts, rh, th = posed_body(demo_actor, 50, bend=True)
-    gpu = FastRenderer(segment=GPU_MARCH_SEGMENT, chunk_points=GPU_POINT_CHUNK, refine_min_samples_per_probe=0)
+    gpu = FastRenderer(segment=march_segment("cuda"), chunk_points=point_chunk("cuda"), chunk_rays=ray_chunk("cuda"),
+                       refine_min_samples_per_probe=0)
     ref, fast, _ = render_both(demo_actor.network, verts, rh, th, 50, 2.2, gpu)
     assert_agree(ref, fast)
     one_pass = render_fast(demo_actor.network, verts, rh, th, 50, 2.2, gpu)
