@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outside-share", type=float, default=DEFAULTS.outside_share,
                         help="share of the samples outside the occupancy still evaluated, so the network keeps that "
                              f"space empty ({DEFAULTS.outside_share})")
+    parser.add_argument("--outside-loss", type=float, default=DEFAULTS.outside_loss,
+                        help="weight of the occupancy sampler's emptiness term: the opacity per ray of the space "
+                             f"outside the occupancy, pushed to 0 ({DEFAULTS.outside_loss:g}; 0 = off)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this actor's weights (trained on the same dataset) instead of a fresh network")
     parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,
@@ -94,6 +97,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--threads must be >= 1; got {args.threads}"
     if not 0.0 <= args.outside_share <= 1.0 or not 0.0 <= args.occupancy_margin <= 1.0:
         return "--outside-share must be 0..1 and --occupancy-margin 0..1 m"
+    if not (0.0 <= args.outside_loss < float("inf")):
+        return f"--outside-loss must be a weight >= 0; got {args.outside_loss}"
     return None
 
 
@@ -134,6 +139,7 @@ def _train(args: argparse.Namespace, rank: int, world_size: int, device: Any) ->
                          log_every=args.log_every, seed=args.seed, cache_mb=args.cache_mb,
                          progress=not args.no_progress, mask_loss=args.mask_loss, sampler=args.sampler,
                          occupancy_margin=args.occupancy_margin, outside_share=args.outside_share,
+                         outside_loss=args.outside_loss,
                          eval_every=args.eval_every, max_seconds=args.max_minutes * 60.0)
     checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".train")
     trainer = Trainer(dataset, device, config, checkpoint_dir=checkpoint_dir, rank=rank, world_size=world_size)

@@ -210,9 +210,11 @@ class TrainingData:
 
 
 def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0,
-                        outside_share: float = 0.0) -> torch.nn.Module:
+                        outside_share: float = 0.0, outside_loss: float = 0.0) -> torch.nn.Module:
     """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
-    wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)."""
+    wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)
+    + ``outside_loss`` · the opacity per ray of the space outside the occupancy (occupancy sampler: the evaluated
+    outside samples' α summed, over the rays and the outside share, which estimates it for all of them)."""
     class RenderLoss(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -232,9 +234,12 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
                               noise=noise)
             # Means over this process's rays: with equal shares, DDP's gradient average is the full batch's gradient.
             colour = torch.mean((out.rgb_map - rgb) ** 2)
+            loss = colour
             if mask_loss > 0.0 and alpha is not None:
-                return colour + mask_loss * torch.mean((out.opacity_map - alpha) ** 2), colour
-            return colour, colour
+                loss = loss + mask_loss * torch.mean((out.opacity_map - alpha) ** 2)
+            if outside_loss > 0.0 and out.outside_alpha is not None:
+                loss = loss + outside_loss * out.outside_alpha / (rgb.shape[0] * outside_share)
+            return loss, colour
 
     return RenderLoss()
 
@@ -276,7 +281,8 @@ class Trainer:
         self.train_seconds = 0.0  # training wall-clock over every run of this checkpoint (evaluations excluded)
         self._eval_seconds = 0.0  # held-out evaluations of the current run (not training time)
         self.seed = config.seed  # with the step, all a step draws depends on (a checkpoint keeps it)
-        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share)
+        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share,
+                                               config.outside_loss)
         if world_size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)

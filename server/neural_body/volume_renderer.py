@@ -65,6 +65,9 @@ class RayOutputs:
     opacity_map: torch.Tensor | None = None  # (R,) Σ_{i<S-1} w_i = 1 − transmittance up to the last sample
     inner_rgb_map: torch.Tensor | None = None  # (R,3) Σ_{i<S-1} w_i·c_i (premultiplied)
     inner_depth_map: torch.Tensor | None = None  # (R,) Σ_{i<S-1} w_i·z_i
+    # The occupancy sampler only: Σ of the opacities (α) of the samples outside the occupancy that were evaluated
+    # (its outside share), a scalar with autograd: what the loss's emptiness term reads.
+    outside_alpha: torch.Tensor | None = None
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return getattr(self, key)
@@ -179,9 +182,12 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
     if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
         picks = (noise.outside if noise is not None and noise.outside is not None
                  else torch.rand(keep.shape, device=keep.device))
-        keep = keep | (picks < outside_share)
+        outside = ~keep & (picks < outside_share)
+        keep = keep | outside
+    else:
+        outside = None
     return _march_occupied(network, volumes, sparse_input, pts, pts_smpl, viewdir[:, 0], z_vals, ray_d, keep,
-                           latent_index, march)
+                           latent_index, march, outside)
 
 
 @dataclass(frozen=True)
@@ -209,10 +215,11 @@ class TrainingMarch:
 def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | FeatureTables,
                     sparse_input: SparseInput, pts: torch.Tensor, pts_smpl: torch.Tensor, viewdir: torch.Tensor,
                     z_vals: torch.Tensor, ray_d: torch.Tensor, keep: torch.Tensor, latent_index: int | torch.Tensor,
-                    march: TrainingMarch) -> RayOutputs:
+                    march: TrainingMarch, outside: torch.Tensor | None = None) -> RayOutputs:
     """``raw2outputs`` of R rays whose samples ``pts`` (R,S,3) world (``pts_smpl`` in the SMPL frame) are evaluated
     where ``keep`` (R,S) and, per ``march``, while the ray is still visible; the colour only where a sample's weight
-    counts (differentiable)."""
+    counts (differentiable). ``outside`` (R,S) marks the kept samples outside the occupancy: their opacities' sum
+    comes back as ``outside_alpha``."""
     num_rays, num_samples = keep.shape
     flat_pts, flat_smpl = pts.reshape(-1, 3), pts_smpl.reshape(-1, 3)
     dists = sample_intervals(z_vals, ray_d).reshape(-1)
@@ -263,7 +270,10 @@ def _march_occupied(network: NeuralBodyNetwork, volumes: list[torch.Tensor] | Fe
         colour = torch.cat([network.color_head(net, wpts, dirs, latent_index, layer) for net, wpts, dirs in parts]
                            or [trunk.new_zeros((0, 3))])
         rgb = rgb.index_put((flat,), torch.sigmoid(colour))
-    return composite(rgb.view(num_rays, num_samples, 3), weights, z_vals)
+    out = composite(rgb.view(num_rays, num_samples, 3), weights, z_vals)
+    # (a stopped ray's hidden samples were not evaluated: their α is 0 here, as their share of the opacity is < 1e-4)
+    out.outside_alpha = None if outside is None else torch.dot(alpha, outside.reshape(-1).to(alpha.dtype))
+    return out
 
 
 def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
@@ -290,9 +300,12 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
         return RayOutputs(ray_o.new_zeros((0, 3)), empty, empty, ray_o.new_zeros((0, n_samples)))
     if len(parts) == 1:
         return parts[0]
-    return RayOutputs(*(torch.cat([getattr(p, name) for p in parts], dim=0)
-                        for name in ("rgb_map", "acc_map", "depth_map", "weights", "opacity_map", "inner_rgb_map",
-                                     "inner_depth_map")))
+    out = RayOutputs(*(torch.cat([getattr(p, name) for p in parts], dim=0)
+                       for name in ("rgb_map", "acc_map", "depth_map", "weights", "opacity_map", "inner_rgb_map",
+                                    "inner_depth_map")))
+    if parts[0].outside_alpha is not None:
+        out.outside_alpha = sum(p.outside_alpha for p in parts[1:]) + parts[0].outside_alpha
+    return out
 
 
 class ImageRenderer(Protocol):

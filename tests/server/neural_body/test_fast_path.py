@@ -341,6 +341,53 @@ def test_occupancy_sampler_is_the_box_sampler_with_zero_density_outside():
     assert float(cosine) > 0.999
 
 
+def test_emptiness_term_is_the_opacity_of_the_evaluated_samples_outside_the_occupancy():
+    """The occupancy sampler's emptiness term (``train.outside_loss``): ``outside_alpha`` sums the opacities of the
+    outside samples the step evaluated (the outside share), equal to the box sampler's α there; the loss adds it per
+    ray and over the share, and its gradient lowers the density (the network learns the space it skips is empty)."""
+    from server.neural_body.rays import get_rays, near_far
+    from server.neural_body.train import _render_loss_module
+    from server.neural_body.volume_renderer import RayNoise, sample_intervals
+    from tests.server.neural_body.nb_fixtures import look_at, pinhole
+
+    verts = ellipsoid_body(400)
+    sparse = prepare_sparse_input(verts, np.zeros(3), np.zeros(3))
+    network = random_network(400, 1).train()
+    R, T = look_at(np.array([0.1, -2.5, 1.0]), np.array([0.1, -0.2, 1.0]))
+    o, d = get_rays(12, 10, pinhole(10, 12, 20.0), R, T)
+    near, far, mask = near_far(sparse.world_bounds, o, d)
+    o, d, near, far = o[mask], d[mask], near[mask], far[mask]
+    occ = body_occupancy(sparse, margin=0.02)
+    share = 0.3
+    noise = RayNoise.draw(o.shape[0], 16, torch.Generator().manual_seed(5), outside=True)
+    z = sample_depths(near, far, 16, perturb=True, uniforms=noise.jitter)
+    pts = o[:, None] + d[:, None] * z[..., None]
+    outside = ~occ.contains(sparse.world_to_smpl(pts)) & (noise.outside < share)
+    assert int(outside.sum()) > 0
+    volumes = network.encode_sparse_voxels(sparse)
+    view = (d / torch.linalg.norm(d, dim=-1, keepdim=True))[:, None].expand_as(pts)
+    raw = network.calculate_density_color(pts.reshape(-1, 3), view.reshape(-1, 3), volumes, sparse, 0)
+    alpha = 1.0 - torch.exp(-F.relu(raw.reshape(-1, 16, 4)[..., 3]) * sample_intervals(z, d))
+    expected = float((alpha * outside).sum().detach())
+    assert expected > 0  # a random network has density everywhere
+
+    out = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ,
+                      outside_share=share, noise=noise, march=TrainingMarch(0.0, 0.0))
+    assert float(out.outside_alpha.detach()) == pytest.approx(expected, rel=1e-4)
+    (bias_grad,) = torch.autograd.grad(out.outside_alpha, network.alpha_fc.bias)
+    assert float(bias_grad.sum()) > 0  # descending it lowers the density outside
+
+    rgb = torch.zeros(o.shape[0], 3)
+    losses = []
+    for weight in (0.0, 2.0):
+        module = _render_loss_module(network, 16, outside_share=share, outside_loss=weight)
+        loss, colour = module(sparse, o, d, near, far, 0, rgb, occupancy=occ, noise=noise)
+        losses.append((float(loss), float(colour)))
+    (plain, colour0), (with_term, colour2) = losses
+    assert plain == pytest.approx(colour0) and colour2 == pytest.approx(colour0)
+    assert with_term - plain == pytest.approx(2.0 * expected / (o.shape[0] * share), rel=1e-3)
+
+
 def test_training_march_backpropagates_only_through_samples_with_density(demo_actor):
     """On the trained demo actor most occupied samples have no density; the training march recomputes with autograd
     only the ones that have some, and the loss and every parameter's gradient are those of one pass over all."""
