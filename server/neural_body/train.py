@@ -231,7 +231,7 @@ def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: f
                 volumes = FeatureTables.from_levels(self.network.encode_sparse_levels(sparse_input, rulebook))
             out = render_rays(self.network, volumes, sparse_input, ray_o, ray_d, near, far, latent_index,
                               n_samples=n_samples, perturb=True, occupancy=occupancy, outside_share=outside_share,
-                              noise=noise)
+                              noise=noise, outside_alpha=outside_loss > 0.0)
             # Means over this process's rays: with equal shares, DDP's gradient average is the full batch's gradient.
             colour = torch.mean((out.rgb_map - rgb) ** 2)
             loss = colour

@@ -167,7 +167,7 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
                   ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                   latent_index: int | torch.Tensor, n_samples: int, perturb: bool,
                   occupancy: Occupancy | None, outside_share: float, noise: RayNoise | None,
-                  march: TrainingMarch) -> RayOutputs:
+                  march: TrainingMarch, outside_alpha: bool = False) -> RayOutputs:
     z_vals = sample_depths(near, far, n_samples, perturb=perturb, uniforms=None if noise is None else noise.jitter)
     pts = ray_o[:, None] + ray_d[:, None] * z_vals[..., None]  # (R,S,3) world
     viewdir = ray_d / torch.linalg.norm(ray_d, dim=-1, keepdim=True)
@@ -182,8 +182,9 @@ def _render_chunk(network: NeuralBodyNetwork, volumes: list[torch.Tensor], spars
     if outside_share > 0.0:  # a random share of the empty space too, so the network keeps it empty
         picks = (noise.outside if noise is not None and noise.outside is not None
                  else torch.rand(keep.shape, device=keep.device))
-        outside = ~keep & (picks < outside_share)
-        keep = keep | outside
+        picked = picks < outside_share
+        outside = picked & ~keep if outside_alpha else None  # only when the loss reads their opacity
+        keep = keep | picked
     else:
         outside = None
     return _march_occupied(network, volumes, sparse_input, pts, pts_smpl, viewdir[:, 0], z_vals, ray_d, keep,
@@ -280,10 +281,12 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
                 ray_o: torch.Tensor, ray_d: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
                 latent_index: int | torch.Tensor, *, n_samples: int = N_SAMPLES, perturb: bool = False,
                 chunk: int = CHUNK, occupancy: Occupancy | None = None, outside_share: float = 0.0,
-                noise: RayNoise | None = None, march: TrainingMarch | None = None) -> RayOutputs:
+                noise: RayNoise | None = None, march: TrainingMarch | None = None,
+                outside_alpha: bool = False) -> RayOutputs:
     """Render R rays (all assumed to hit the box) in chunks of ``chunk`` rays → ``RayOutputs``. With ``occupancy``
     only the samples inside it (and a random ``outside_share`` of the others) reach the network, marched as
     ``march`` says (default ``TrainingMarch()``); the others are empty: the training sampler of the fast path.
+    ``outside_alpha`` also sums the opacities of the evaluated outside samples (``RayOutputs.outside_alpha``).
     ``noise`` (R rows of S) supplies the random numbers; without it
     they come from torch's global generator."""
     if noise is not None and tuple(noise.jitter.shape) != (ray_o.shape[0], n_samples):
@@ -292,7 +295,8 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
     parts = [
         _render_chunk(network, volumes, sparse_input, ray_o[i:i + chunk], ray_d[i:i + chunk], near[i:i + chunk],
                       far[i:i + chunk], latent_index, n_samples, jitter, occupancy, outside_share,
-                      None if noise is None else noise.rows(i, i + chunk), march or TrainingMarch())
+                      None if noise is None else noise.rows(i, i + chunk), march or TrainingMarch(),
+                      outside_alpha)
         for i in range(0, ray_o.shape[0], chunk)
     ]
     if not parts:
@@ -304,7 +308,7 @@ def render_rays(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_
                        for name in ("rgb_map", "acc_map", "depth_map", "weights", "opacity_map", "inner_rgb_map",
                                     "inner_depth_map")))
     if parts[0].outside_alpha is not None:
-        out.outside_alpha = sum(p.outside_alpha for p in parts[1:]) + parts[0].outside_alpha
+        out.outside_alpha = torch.stack([p.outside_alpha for p in parts]).sum()
     return out
 
 

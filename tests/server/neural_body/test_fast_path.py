@@ -372,10 +372,15 @@ def test_emptiness_term_is_the_opacity_of_the_evaluated_samples_outside_the_occu
     assert expected > 0  # a random network has density everywhere
 
     out = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ,
-                      outside_share=share, noise=noise, march=TrainingMarch(0.0, 0.0))
+                      outside_share=share, noise=noise, march=TrainingMarch(0.0, 0.0), outside_alpha=True)
     assert float(out.outside_alpha.detach()) == pytest.approx(expected, rel=1e-4)
     (bias_grad,) = torch.autograd.grad(out.outside_alpha, network.alpha_fc.bias)
     assert float(bias_grad.sum()) > 0  # descending it lowers the density outside
+
+    plain = render_rays(network, volumes, sparse, o, d, near, far, 0, n_samples=16, perturb=True, occupancy=occ,
+                        outside_share=share, noise=noise, march=TrainingMarch(0.0, 0.0))
+    assert plain.outside_alpha is None  # not summed unless asked for (the term is off by default)
+    torch.testing.assert_close(plain.rgb_map, out.rgb_map)
 
     rgb = torch.zeros(o.shape[0], 3)
     losses = []
