@@ -81,9 +81,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     v = np.asarray(vertices, np.float64)
     tri = v[faces]
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2·area
-    normals = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_n)
+    corners = np.asarray(faces).reshape(-1)  # each face's normal added to its three vertices
+    normals = np.stack([np.bincount(corners, np.repeat(face_n[:, k], 3), len(v)) for k in range(3)], axis=1)
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     return (normals / np.maximum(length, 1e-20)).astype(np.float32)
 
@@ -92,14 +91,28 @@ def marching_cubes(volume: np.ndarray, threshold: float, origin: np.ndarray,
                    voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
     """Iso-surface of ``volume`` (X,Y,Z) sampled at ``origin + voxel_size·(i,j,k)``, where values above
     ``threshold`` are inside: (vertices metres float32, faces int32 with outward normals)."""
-    # A border below the threshold closes the surface where the body touches the box.
-    fill = min(float(np.min(volume)), float(threshold)) - 1.0
-    padded = np.pad(np.asarray(volume, np.float64), 1, constant_values=fill)
+    padded = closed_volume(np.asarray(volume, np.float64), threshold)
     verts, faces = mcubes.marching_cubes(padded, float(threshold))
+    return grid_mesh(verts, faces, volume.shape, origin, voxel_size)
+
+
+def closed_volume(volume: Any, threshold: float) -> Any:
+    """``volume`` (numpy or torch) with a border of one sample below the threshold: closes the surface where the
+    body touches the box."""
+    fill = min(float(volume.min()), float(threshold)) - 1.0
+    if isinstance(volume, torch.Tensor):
+        return torch.nn.functional.pad(volume, (1, 1, 1, 1, 1, 1), value=fill)
+    return np.pad(volume, 1, constant_values=fill)
+
+
+def grid_mesh(verts: np.ndarray, faces: np.ndarray, shape: tuple[int, ...], origin: np.ndarray,
+              voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes' output on a ``closed_volume`` of a (X,Y,Z) grid → (vertices metres float32, faces int32
+    with outward normals)."""
     if len(faces) == 0:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
     # Vertices of the closing cap lie between the last sample and the border: clamp them onto the grid's faces.
-    verts = np.clip(verts - 1.0, 0.0, np.array(volume.shape, np.float64) - 1.0)
+    verts = np.clip(np.asarray(verts, np.float64) - 1.0, 0.0, np.array(shape, np.float64) - 1.0)
     verts = (np.asarray(origin, np.float64) + verts * voxel_size).astype(np.float32)
     faces = np.asarray(faces, dtype=np.int64)
     if signed_volume(verts, faces) < 0:  # orientation depends on the library's convention; fix it here
@@ -139,12 +152,13 @@ def extract_mesh(
     colors: bool = True,
     chunk: int = QUERY_CHUNK,
     encode: Callable[[SparseInput], Any] | None = None,
-    surface: Callable[[Callable[[np.ndarray], np.ndarray], SparseInput], Mesh] | None = None,
+    surface: Callable[[Callable[[torch.Tensor], torch.Tensor], SparseInput], Mesh] | None = None,
 ) -> Mesh:
     """Mesh of the body voxelised in ``sparse_input`` (batch-statistics BatchNorm, no grad), in world metres.
     ``encode`` (default ``network.encode_sparse_voxels``) is called inside the batch-statistics block; ``surface``
     (default: the dense grid over the posed box, ``extract_mesh_from_density``) turns the density function of world
-    points into the mesh (the fast path passes its coarse-to-fine grid)."""
+    points ((P,3) float32 tensor on the network's device → (P,)) into the mesh (the fast path passes its
+    coarse-to-fine grid)."""
     device = network.c.weight.device
     sparse_input = sparse_input.to(device)
     was_training = network.training
@@ -153,13 +167,13 @@ def extract_mesh(
         with torch.no_grad(), batch_statistics(network):
             volumes = (encode or network.encode_sparse_voxels)(sparse_input)
 
-            def density(points: np.ndarray) -> np.ndarray:
-                wpts = torch.from_numpy(points).to(device)
-                return network.calculate_density(wpts, volumes, sparse_input)[:, 0].float().cpu().numpy()
+            def density(points: torch.Tensor) -> torch.Tensor:
+                return network.calculate_density(points, volumes, sparse_input)[:, 0].float()
 
             if surface is None:
-                mesh = extract_mesh_from_density(density, sparse_input.world_bounds.cpu().numpy(),
-                                                  voxel_size=voxel_size, threshold=threshold, chunk=chunk)
+                mesh = extract_mesh_from_density(lambda p: density(torch.from_numpy(p).to(device)).cpu().numpy(),
+                                                  sparse_input.world_bounds.cpu().numpy(), voxel_size=voxel_size,
+                                                  threshold=threshold, chunk=chunk)
             else:
                 mesh = surface(density, sparse_input)
             if colors and len(mesh.vertices):

@@ -2,19 +2,26 @@
 
 ``extract_mesh_coarse_to_fine(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
 occupancy=None, levels=None, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives
-the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same marching
-cubes and colours) while evaluating the network on a small part of that grid:
+the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same classic
+marching-cubes cases and colours) while evaluating the network on a small part of that grid:
 
 1. the grid at ``2**(levels-1)`` times the voxel size (at most 2 cm: ``levels_for``), only at points inside the
    occupancy (points outside are empty);
-2. at each finer level, only the corners of the cells that straddle the iso-level and of their face neighbours
-   (at the finest level: of the straddling cells, then the surface is followed cell by cell where it leaves them);
-   every other point takes the trilinear value of the coarser level (it is away from the surface, so its side of
-   the iso-level is already known);
-3. marching cubes on the finest grid, colours only at the final vertices.
+2. every finer point takes the trilinear value of the coarser level, then the network is asked only near the
+   iso-level: at a middle level, at the corners of the coarser cells that straddle it and of their face neighbours
+   (a feature thinner than a cell is caught there); at the finest level, at the corners of the cells where the
+   interpolated grid crosses it, then the surface is followed cell by cell wherever the true values move it
+   (a straddling cell with a queried corner gets all its corners queried), until no such cell lacks one. Every
+   other point is away from the surface, so its side of the iso-level is already known;
+3. marching cubes on the finest grid, scanning only the cells that straddle the iso-level; colours only at the
+   final vertices.
 
-``density_levels(density_fn, inside_fn, bounds, voxel_size, threshold, levels) -> (volume, origin, evaluated)`` is
-the grid core for any density of world points; ``evaluated`` counts the points it queried.
+The grids and their bookkeeping live on the network's device (a GPU reads back only the sizes of the point sets it
+queries, and the finest grid once for marching cubes).
+
+``density_levels(density_fn, inside_fn, bounds, voxel_size, threshold, levels, device) -> (volume, origin,
+evaluated)`` is the grid core for any density of world points (torch tensors in and out); ``evaluated`` counts the
+points it queried.
 """
 
 from __future__ import annotations
@@ -25,11 +32,20 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from skimage.measure import marching_cubes as skimage_marching_cubes
 
 from server.neural_body.config import point_chunk
 from server.neural_body.feature_tables import FeatureTables
-from server.neural_body.mesh import QUERY_CHUNK, THRESHOLD, VOXEL_SIZE, Mesh, extract_mesh, grid_axes, marching_cubes
+from server.neural_body.mesh import (
+    QUERY_CHUNK,
+    THRESHOLD,
+    VOXEL_SIZE,
+    Mesh,
+    closed_volume,
+    extract_mesh,
+    grid_axes,
+    grid_mesh,
+)
 from server.neural_body.network import NeuralBodyNetwork
 from server.neural_body.occupancy import DEFAULT_MARGIN, Occupancy, body_occupancy
 from server.neural_body.sparse_input import SparseInput
@@ -45,117 +61,181 @@ def levels_for(voxel_size: float) -> int:
     return int(max(1, min(4, 1 + math.floor(math.log2(COARSEST_SPACING / voxel_size) + 1e-9))))
 OUTSIDE = -1e4  # value given to points outside the occupancy (far below any iso-level)
 
+DensityFn = Callable[[torch.Tensor], torch.Tensor]  # (P,3) float32 world points → (P,) density, on the grid's device
 
-def _query(density_fn: Callable[[np.ndarray], np.ndarray], inside_fn: Callable[[np.ndarray], np.ndarray],
-           points: np.ndarray, chunk: int) -> tuple[np.ndarray, int]:
+
+def _query(density_fn: DensityFn, inside_fn: DensityFn, points: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
     """Density at (P,3) points, OUTSIDE where ``inside_fn`` is False; returns (values, points evaluated)."""
-    values = np.full(len(points), OUTSIDE, np.float32)
-    inside = np.flatnonzero(inside_fn(points))
-    for start in range(0, inside.size, chunk):
+    values = torch.full((len(points),), OUTSIDE, dtype=torch.float32, device=points.device)
+    inside = torch.nonzero(inside_fn(points)).squeeze(1)
+    for start in range(0, len(inside), chunk):
         rows = inside[start:start + chunk]
-        values[rows] = np.asarray(density_fn(points[rows]), np.float32).reshape(-1)
-    return values, int(inside.size)
+        values[rows] = density_fn(points[rows]).reshape(-1).float()
+    return values, len(inside)
 
 
-def _grid_points(origin: np.ndarray, spacing: float, index: np.ndarray) -> np.ndarray:
-    """(P,3) integer grid indices → (P,3) float32 world points."""
-    return (origin + index * spacing).astype(np.float32)
+def _grid_points(origin: torch.Tensor, spacing: float, index: torch.Tensor) -> torch.Tensor:
+    """(P,3) integer grid indices → (P,3) float32 world points (computed in float64, as ``mesh.grid_axes``)."""
+    return (origin + index.double() * spacing).float()
 
 
 def density_levels(
-    density_fn: Callable[[np.ndarray], np.ndarray],
-    inside_fn: Callable[[np.ndarray], np.ndarray],
+    density_fn: DensityFn,
+    inside_fn: DensityFn,
     bounds: np.ndarray,
     *,
     voxel_size: float = VOXEL_SIZE,
     threshold: float = THRESHOLD,
     levels: int | None = None,
     chunk: int = QUERY_CHUNK,
-) -> tuple[np.ndarray, np.ndarray, int]:
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, np.ndarray, int]:
     """Values on the ``voxel_size`` grid over ``bounds`` (the grid of ``mesh.grid_axes``), exact near the iso-level.
 
-    Returns (volume (X,Y,Z) float32, origin (3,), number of density evaluations). ``levels`` defaults to
-    ``levels_for(voxel_size)``."""
+    Returns (volume (X,Y,Z) float32 on ``device``, origin (3,), number of density evaluations). The grids and their
+    bookkeeping stay on ``device``: a GPU reads back only the sizes of the point sets it queries. ``levels``
+    defaults to ``levels_for(voxel_size)``."""
     levels = levels_for(voxel_size) if levels is None else levels
     if levels < 1:
         raise ValueError(f"levels must be >= 1; got {levels}")
     axes = grid_axes(bounds, voxel_size)
-    counts = np.array([len(a) for a in axes])
+    counts = [len(a) for a in axes]
     origin = np.array([a[0] for a in axes], np.float64)
+    at = torch.tensor(origin, dtype=torch.float64, device=device)
     factor = 2 ** (levels - 1)
-    coarse = (counts - 1 + factor - 1) // factor + 1  # coarse points covering the fine grid
-    shape = tuple(int(c) for c in coarse)
-    index = np.stack(np.meshgrid(*[np.arange(c) for c in shape], indexing="ij"), axis=-1).reshape(-1, 3)
-    values, evaluated = _query(density_fn, inside_fn, _grid_points(origin, voxel_size * factor, index), chunk)
+    shape = tuple((c - 1 + factor - 1) // factor + 1 for c in counts)  # coarse points covering the fine grid
+    index = torch.stack(torch.meshgrid(*[torch.arange(c, device=device) for c in shape], indexing="ij"), -1)
+    values, evaluated = _query(density_fn, inside_fn, _grid_points(at, voxel_size * factor, index.reshape(-1, 3)),
+                               chunk)
     volume = values.reshape(shape)
-    exact = np.ones(shape, bool)  # points whose value is the density itself (or outside), not interpolated
+    exact = torch.ones(shape, dtype=torch.bool, device=device)  # value = the density itself (or outside)
     for level in range(1, levels):
         spacing = voxel_size * factor / 2**level
         shape = tuple(2 * (s - 1) + 1 for s in volume.shape)
-        finer = F.interpolate(torch.from_numpy(volume)[None, None], size=shape, mode="trilinear",
-                              align_corners=True)[0, 0].numpy()
-        finer_exact = np.zeros(shape, bool)
+        finer = F.interpolate(volume[None, None], size=shape, mode="trilinear", align_corners=True)[0, 0]
+        finer_exact = torch.zeros(shape, dtype=torch.bool, device=device)
         finer_exact[::2, ::2, ::2] = exact  # the coarser grid's points keep their values (trilinear at the nodes)
-        last = level == levels - 1  # the finest level follows the surface instead of a dilated band
-        index = np.argwhere(_active_points(volume, threshold, dilate=not last) & ~finer_exact)
+        last = level == levels - 1
+        if last:  # the corners of the cells where the interpolated grid crosses the iso-level, then the surface
+            band = _cell_corners(straddling_cells(finer, threshold)) & ~finer_exact  # is followed from there
+        else:
+            band = _active_points(volume, threshold) & ~finer_exact
+        index = torch.nonzero(band)
 
-        def query(points: np.ndarray, grid: np.ndarray = finer, known: np.ndarray = finer_exact,
+        def query(points: torch.Tensor, grid: torch.Tensor = finer, known: torch.Tensor = finer_exact,
                   spacing: float = spacing) -> int:
-            values, n = _query(density_fn, inside_fn, _grid_points(origin, spacing, points), chunk)
+            values, n = _query(density_fn, inside_fn, _grid_points(at, spacing, points), chunk)
             grid[points[:, 0], points[:, 1], points[:, 2]] = values
             known[points[:, 0], points[:, 1], points[:, 2]] = True
             return n
 
-        if index.size:
+        if len(index):
             evaluated += query(index)
             if last:
-                evaluated += _follow_surface(query, finer, finer_exact, threshold, index)
+                evaluated += _follow_surface(query, finer, finer_exact, threshold, band)
         volume, exact = finer, finer_exact
-    volume = volume[:counts[0], :counts[1], :counts[2]]
-    return np.ascontiguousarray(volume), origin, evaluated
+    return volume[:counts[0], :counts[1], :counts[2]].contiguous(), origin, evaluated
 
 
-_CELL_CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+_CELL_CORNERS = [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
 
-def _follow_surface(query: Callable[[np.ndarray], int], volume: np.ndarray, exact: np.ndarray, threshold: float,
-                    changed: np.ndarray) -> int:
+def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, exact: torch.Tensor,
+                    threshold: float, queried: torch.Tensor) -> int:
     """Query the missing corners of every cell that straddles ``threshold`` and has a just-queried point as a corner,
     again for the cells around those, until no straddling cell next to a queried point lacks a corner: the surface
     is followed where it leaves the band the coarser level marked (instead of querying a band three times wider).
-    ``query(points (P,3)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``."""
-    shape = np.array(volume.shape)
+    ``query(points (P,3)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``; ``queried``
+    (bool, the grid's shape) marks the band just queried.
+
+    The first step (the whole band) runs on the dense grids; the steps after it touch a few thousand points at most
+    and run on their lists."""
+    cells = straddling_cells(volume, threshold) & _any_corner(queried)
+    changed = torch.nonzero(_cell_corners(cells) & ~exact)
+    corners = torch.tensor(_CELL_CORNERS, device=volume.device)
+    shape, cell_shape = volume.shape, tuple(s - 1 for s in volume.shape)
+    cell_strides = torch.tensor([cell_shape[1] * cell_shape[2], cell_shape[2], 1], device=volume.device)
+    point_strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=volume.device)
+    last_cell = torch.tensor(cell_shape, device=volume.device) - 1
+    values, known = volume.view(-1), exact.view(-1)
     evaluated = 0
-    while changed.size:
-        cells = (changed[:, None, :] - _CELL_CORNERS[None]).reshape(-1, 3)  # the cells these points are corners of
-        cells = cells[np.all((cells >= 0) & (cells <= shape - 2), axis=1)]
-        cells = np.stack(np.unravel_index(np.unique(np.ravel_multi_index(cells.T, volume.shape)), volume.shape), 1)
-        corners = cells[:, None, :] + _CELL_CORNERS[None]  # (C,8,3)
-        above = volume[corners[..., 0], corners[..., 1], corners[..., 2]] > threshold
-        straddle = above.any(axis=1) & ~above.all(axis=1)
-        points = corners[straddle].reshape(-1, 3)
-        points = points[~exact[points[:, 0], points[:, 1], points[:, 2]]]
-        if not points.size:
-            break
-        changed = np.stack(np.unravel_index(np.unique(np.ravel_multi_index(points.T, volume.shape)), volume.shape), 1)
+    while len(changed):
         evaluated += query(changed)
+        cells = (changed[:, None, :] - corners).reshape(-1, 3)  # the cells these points are corners of
+        cells = cells[((cells >= 0) & (cells <= last_cell)).all(1)]
+        cells = torch.stack(torch.unravel_index(torch.unique((cells * cell_strides).sum(1)), cell_shape), 1)
+        points = ((cells[:, None, :] + corners) * point_strides).sum(-1)  # (C,8) flat corner indices
+        above = values[points] > threshold
+        straddle = above.any(1) & ~above.all(1)
+        points = torch.unique(points[straddle[:, None] & ~known[points]])
+        changed = torch.stack(torch.unravel_index(points, shape), 1)
     return evaluated
 
 
-def _active_points(volume: np.ndarray, threshold: float, dilate: bool = True) -> np.ndarray:
-    """bool mask on the next finer grid: corners of the cells that straddle ``threshold`` (and, with ``dilate``, of
-    their face neighbours: a feature thinner than a cell that no corner sees is caught there, one level down)."""
-    inside = volume > threshold
-    corners = [inside[i:inside.shape[0] - 1 + i, j:inside.shape[1] - 1 + j, k:inside.shape[2] - 1 + k]
-               for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-    any_in = np.logical_or.reduce(corners)
-    all_in = np.logical_and.reduce(corners)
-    cells = any_in & ~all_in
-    if dilate:
-        cells = ndimage.binary_dilation(cells, structure=ndimage.generate_binary_structure(3, 1))
-    finer = np.zeros(tuple(2 * (s - 1) + 1 for s in volume.shape), bool)
+def _any_corner(points: torch.Tensor) -> torch.Tensor:
+    """(X,Y,Z) bool on points → (X-1,Y-1,Z-1) bool on cells: some corner of the cell is set."""
+    for axis in range(3):
+        n = points.shape[axis] - 1
+        points = points.narrow(axis, 0, n) | points.narrow(axis, 1, n)
+    return points
+
+
+def _cell_corners(cells: torch.Tensor) -> torch.Tensor:
+    """(X-1,Y-1,Z-1) bool on cells → (X,Y,Z) bool on points: the corners of the set cells."""
+    for axis in range(3):
+        shape = list(cells.shape)
+        shape[axis] += 1
+        out = torch.zeros(shape, dtype=torch.bool, device=cells.device)
+        n = cells.shape[axis]
+        out.narrow(axis, 0, n).logical_or_(cells)
+        out.narrow(axis, 1, n).logical_or_(cells)
+        cells = out
+    return cells
+
+
+def straddling_cells(volume: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(X-1,Y-1,Z-1) bool: the cells of ``volume`` whose corners lie on both sides of ``threshold``."""
+    any_above = all_above = volume > threshold
+    for axis in range(3):  # any / all over a cell's 8 corners, one axis at a time
+        n = any_above.shape[axis] - 1
+        any_above = any_above.narrow(axis, 0, n) | any_above.narrow(axis, 1, n)
+        all_above = all_above.narrow(axis, 0, n) & all_above.narrow(axis, 1, n)
+    return any_above & ~all_above
+
+
+def _dilated(mask: torch.Tensor, block: bool) -> torch.Tensor:
+    """``mask`` grown by one sample: to the 26 neighbours (``block``) or to the 6 face neighbours."""
+    out = mask.clone()
+    for axis in range(3):
+        source = out.clone() if block else mask  # a block grows axis after axis; a cross from the mask alone
+        n = mask.shape[axis] - 1
+        out.narrow(axis, 1, n).logical_or_(source.narrow(axis, 0, n))
+        out.narrow(axis, 0, n).logical_or_(source.narrow(axis, 1, n))
+    return out
+
+
+def _active_points(volume: torch.Tensor, threshold: float) -> torch.Tensor:
+    """bool mask on the next finer grid: corners of the cells that straddle ``threshold`` and of their face
+    neighbours (a feature thinner than a cell that no corner sees is caught there, one level down)."""
+    cells = _dilated(straddling_cells(volume, threshold), block=False)
+    finer = torch.zeros(tuple(2 * (s - 1) + 1 for s in volume.shape), dtype=torch.bool, device=volume.device)
     finer[1::2, 1::2, 1::2] = cells  # cell centres on the finer grid, then their 27 neighbours = the cell's points
-    return ndimage.binary_dilation(finer, structure=np.ones((3, 3, 3), bool))
+    return _dilated(finer, block=True)
+
+
+def surface_marching_cubes(volume: torch.Tensor, threshold: float, origin: np.ndarray,
+                           voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """``mesh.marching_cubes`` of a (X,Y,Z) tensor, its cells scanned only where they straddle the iso-level (found
+    on the tensor's device): scikit-image's marching cubes with the classic (Lorensen) cases, as PyMCubes, and a
+    mask of those cells; the same vertices, a fraction of the scan."""
+    padded = closed_volume(volume, threshold)
+    cells = torch.zeros(padded.shape, dtype=torch.bool, device=padded.device)
+    cells[1:, 1:, 1:] = straddling_cells(padded, threshold)  # scikit-image names a cell by its upper corner
+    if not bool(cells.any()):
+        return grid_mesh(np.zeros((0, 3)), np.zeros((0, 3)), tuple(volume.shape), origin, voxel_size)
+    verts, faces, _, _ = skimage_marching_cubes(padded.cpu().numpy(), float(threshold), method="lorensen",
+                                                mask=cells.cpu().numpy())
+    return grid_mesh(verts, faces, tuple(volume.shape), origin, voxel_size)
 
 
 def extract_mesh_coarse_to_fine(
@@ -180,15 +260,14 @@ def extract_mesh_coarse_to_fine(
     def encode_tables(s: SparseInput) -> FeatureTables:
         return FeatureTables.from_levels(network.encode_sparse_levels(s))
 
-    def surface(density: Callable[[np.ndarray], np.ndarray], posed: SparseInput) -> Mesh:
-        def inside(points: np.ndarray) -> np.ndarray:
-            wpts = torch.from_numpy(points).to(device)
-            return occupancy.contains(posed.world_to_smpl(wpts)).cpu().numpy()
+    def surface(density: DensityFn, posed: SparseInput) -> Mesh:
+        def inside(points: torch.Tensor) -> torch.Tensor:
+            return occupancy.contains(posed.world_to_smpl(points))
 
         volume, origin, evaluated = density_levels(density, inside, posed.world_bounds.cpu().numpy(),
                                                    voxel_size=voxel_size, threshold=threshold, levels=levels,
-                                                   chunk=chunk)
-        verts, faces = marching_cubes(volume, threshold, origin, voxel_size)
+                                                   chunk=chunk, device=device)
+        verts, faces = surface_marching_cubes(volume, threshold, origin, voxel_size)
         return Mesh(vertices=verts, faces=faces, network_points=evaluated)
 
     return extract_mesh(network, sparse_input, latent_index, voxel_size=voxel_size, threshold=threshold,

@@ -476,17 +476,18 @@ def test_coarse_to_fine_mesh_is_the_dense_mesh(demo_actor):
         volumes = network.encode_sparse_voxels(sparse)
 
         def density(points):
-            return network.calculate_density(torch.from_numpy(points), volumes, sparse)[:, 0].numpy()
+            return network.calculate_density(points, volumes, sparse)[:, 0]
 
         def inside(points):
-            return occ.contains(sparse.world_to_smpl(torch.from_numpy(points))).numpy()
+            return occ.contains(sparse.world_to_smpl(points))
 
         box = sparse.world_bounds.numpy()
         levels, _, evaluated = density_levels(density, inside, box, voxel_size=voxel)
+        levels = levels.numpy()
         captured = {}
 
         def dense_density(points):
-            values = density(points)
+            values = density(torch.from_numpy(points)).numpy()
             captured.setdefault("parts", []).append(values)
             return values
 
