@@ -9,8 +9,9 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
   against the GPU's (one pass); "launches": the tensor operations, host read-backs and host-made tensors of one fast
   frame with each device's march schedule (counted the same on any device; what bounds a GPU frame);
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
-- mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured) vs the dense grid (measured on a
-  coarser grid and extrapolated by grid points; --full-reference measures it);
+- mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured, with its network points and its
+  counted operations, read-backs and host-made tensors) vs the dense grid (measured on a coarser grid and
+  extrapolated by grid points; --full-reference measures it);
 - train: iterations per second of the occupancy sampler vs the original box sampler (1024 rays each, their steps
   alternating, each from the actor's weights);
 - http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process (interleaved), and the
@@ -211,10 +212,13 @@ def bench_views(network: Any, pose: Any, size: int, renderers: list[str], views:
     return side_by_side({"size": size, "views": views}, times, renders)
 
 
-def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference: bool, quick: bool) -> dict[str, Any]:
-    """5 mm mesh of one pose: coarse to fine (measured) vs the dense grid (measured coarser and extrapolated)."""
+def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference: bool, quick: bool,
+               voxel_size: float = 0.005) -> dict[str, Any]:
+    """A mesh of one pose (5 mm): coarse to fine (measured) vs the dense grid (measured coarser and extrapolated)."""
     import torch
 
+    from server.neural_body.config import point_chunk
+    from server.neural_body.launch_count import count_launches
     from server.neural_body.mesh import extract_mesh, grid_axes
     from server.neural_body.mesh_coarse_to_fine import extract_mesh_coarse_to_fine
     from server.neural_body.sparse_input import prepare_sparse_input
@@ -222,16 +226,21 @@ def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference:
     device = network.c.weight.device
     verts, rh, th, latent = pose
     sparse = prepare_sparse_input(verts, rh, th, device=device)
-    out: dict[str, Any] = {"voxel_size": 0.005}
+    out: dict[str, Any] = {"voxel_size": voxel_size}
     if "fast" in renderers:
         start = time.perf_counter()
-        mesh = extract_mesh_coarse_to_fine(network, sparse, latent, voxel_size=0.005, colors=True)
+        mesh = extract_mesh_coarse_to_fine(network, sparse, latent, voxel_size=voxel_size, colors=True)
         _sync(device)
         out["fast_seconds"] = round(time.perf_counter() - start, 2)
         out["fast_vertices"] = int(len(mesh.vertices))
         out["fast_network_points"] = int(mesh.network_points or 0)
+        # what bounds it on a GPU, counted on any device with a GPU's batches of points: operations, host
+        # read-backs, host-made tensors
+        _, count = count_launches(lambda: extract_mesh_coarse_to_fine(
+            network, sparse, latent, voxel_size=voxel_size, colors=True, chunk=point_chunk("cuda")))
+        out["fast_launches_gpu_batches"] = count.as_dict()
     if "reference" in renderers:
-        voxel = 0.005 if full_reference else (0.04 if quick else 0.02)
+        voxel = voxel_size if full_reference else max(voxel_size, 0.04 if quick else 0.02)
         with torch.no_grad():  # the encode is timed apart: it does not scale with the grid
             volumes = network.encode_sparse_voxels(sparse)
             encode_s = _timed(lambda: network.encode_sparse_voxels(sparse), 1, device)
@@ -240,11 +249,11 @@ def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference:
         _sync(device)
         grid_s = time.perf_counter() - start
         box = sparse.world_bounds.cpu().numpy()
-        points = [int(np.prod([len(a) for a in grid_axes(box, v)])) for v in (voxel, 0.005)]
+        points = [int(np.prod([len(a) for a in grid_axes(box, v)])) for v in (voxel, voxel_size)]
         out["reference_seconds"] = round(encode_s + grid_s * points[1] / points[0], 1)
         out["reference_note"] = ("measured (colours excluded)" if full_reference else
                                  f"encode + the grid measured at {voxel} m ({points[0]} points) and scaled by grid "
-                                 f"points to 5 mm ({points[1]} points); colours excluded")
+                                 f"points to {voxel_size} m ({points[1]} points); colours excluded")
         out["reference_grid_points"] = points[1]
         if "fast_seconds" in out:
             out["reference_over_fast"] = round(out["reference_seconds"] / out["fast_seconds"], 1)

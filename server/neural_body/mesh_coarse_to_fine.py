@@ -120,17 +120,18 @@ def density_levels(
             band = _cell_corners(straddling_cells(finer, threshold)) & ~finer_exact  # is followed from there
         else:
             band = _active_points(volume, threshold) & ~finer_exact
-        index = torch.nonzero(band)
+        flat = torch.nonzero(band.view(-1)).squeeze(1)
 
-        def query(points: torch.Tensor, grid: torch.Tensor = finer, known: torch.Tensor = finer_exact,
+        def query(flat: torch.Tensor, grid: torch.Tensor = finer, known: torch.Tensor = finer_exact,
                   spacing: float = spacing) -> int:
-            values, n = _query(density_fn, inside_fn, _grid_points(at, spacing, points), chunk)
-            grid[points[:, 0], points[:, 1], points[:, 2]] = values
-            known[points[:, 0], points[:, 1], points[:, 2]] = True
+            """Query the grid points at these flat indices and write their values in."""
+            values, n = _query(density_fn, inside_fn, _grid_points(at, spacing, _unravel(flat, grid.shape)), chunk)
+            grid.view(-1)[flat] = values
+            known.view(-1).index_fill_(0, flat, True)
             return n
 
-        if len(index):
-            evaluated += query(index)
+        if len(flat):
+            evaluated += query(flat)
             if last:
                 evaluated += _follow_surface(query, finer, finer_exact, threshold, band)
         volume, exact = finer, finer_exact
@@ -140,35 +141,41 @@ def density_levels(
 _CELL_CORNERS = [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
 
+def _unravel(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """(P,) flat indices of a C-ordered (X,Y,Z) grid → (P,3) grid indices."""
+    return torch.stack((flat // (shape[1] * shape[2]), flat // shape[2] % shape[1], flat % shape[2]), 1)
+
+
 def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, exact: torch.Tensor,
                     threshold: float, queried: torch.Tensor) -> int:
     """Query the missing corners of every cell that straddles ``threshold`` and has a just-queried point as a corner,
     again for the cells around those, until no straddling cell next to a queried point lacks a corner: the surface
     is followed where it leaves the band the coarser level marked (instead of querying a band three times wider).
-    ``query(points (P,3)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``; ``queried``
-    (bool, the grid's shape) marks the band just queried.
+    ``query(flat indices (P,)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``;
+    ``queried`` (bool, the grid's shape) marks the band just queried.
 
     The first step (the whole band) runs on the dense grids; the steps after it touch a few thousand points at most
     and run on their lists."""
     cells = straddling_cells(volume, threshold) & _any_corner(queried)
-    changed = torch.nonzero(_cell_corners(cells) & ~exact)
+    changed = torch.nonzero((_cell_corners(cells) & ~exact).view(-1)).squeeze(1)
+    shape, cell_shape = tuple(volume.shape), tuple(s - 1 for s in volume.shape)
+    # a cell's flat index → its 8 corners' flat indices, by adding these offsets to the flat index of its first corner
     corners = torch.tensor(_CELL_CORNERS, device=volume.device)
-    shape, cell_shape = volume.shape, tuple(s - 1 for s in volume.shape)
-    cell_strides = torch.tensor([cell_shape[1] * cell_shape[2], cell_shape[2], 1], device=volume.device)
-    point_strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=volume.device)
+    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=volume.device)
+    offsets = corners @ strides
     last_cell = torch.tensor(cell_shape, device=volume.device) - 1
     values, known = volume.view(-1), exact.view(-1)
     evaluated = 0
     while len(changed):
         evaluated += query(changed)
-        cells = (changed[:, None, :] - corners).reshape(-1, 3)  # the cells these points are corners of
-        cells = cells[((cells >= 0) & (cells <= last_cell)).all(1)]
-        cells = torch.stack(torch.unravel_index(torch.unique((cells * cell_strides).sum(1)), cell_shape), 1)
-        points = ((cells[:, None, :] + corners) * point_strides).sum(-1)  # (C,8) flat corner indices
+        # the cells these are corners of; clamped, one beyond the grid is another cell of the same point
+        cells = (_unravel(changed, shape)[:, None, :] - corners).reshape(-1, 3).clamp_(min=0)
+        cells = torch.minimum(cells, last_cell)
+        first = torch.unique((cells * strides).sum(1))  # their first corners
+        points = first[:, None] + offsets  # (C,8) flat corner indices
         above = values[points] > threshold
         straddle = above.any(1) & ~above.all(1)
-        points = torch.unique(points[straddle[:, None] & ~known[points]])
-        changed = torch.stack(torch.unravel_index(points, shape), 1)
+        changed = torch.unique(points[straddle[:, None] & ~known[points]])
     return evaluated
 
 

@@ -12,6 +12,7 @@ from neural_human_addon.core.camera import PinholeCamera, project
 from server.commands.bench import (
     _poses,
     add_arguments,
+    bench_mesh,
     bench_views,
     frame_launches,
     frame_runs,
@@ -20,6 +21,8 @@ from server.commands.bench import (
     parse_margins,
     side_by_side,
 )
+from server.neural_body.mesh import grid_axes
+from server.neural_body.sparse_input import prepare_sparse_input
 
 DEMO_ACTOR = Path(__file__).resolve().parents[3] / "server" / "actors" / "demo"
 
@@ -68,6 +71,17 @@ def test_frame_launches_count_both_march_schedules(demo_actor):
     assert gpu["ops"] < cpu["ops"] and gpu["syncs"] < cpu["syncs"]  # fewer launches and read-backs per frame
     assert gpu["density_points"] > cpu["density_points"] > 0  # for more density queries (no stop at the surface)
     assert gpu["syncs"] > 0 and gpu["host_tensors"] > 0
+
+
+@pytest.mark.slow
+def test_bench_mesh_reports_the_fast_mesh_its_queries_and_its_counts(demo_actor):
+    pose = _poses(demo_actor, 1)[0]  # 1 cm: the bench's 5 mm mesh takes seconds on a CPU, and it is made twice
+    result = bench_mesh(demo_actor.network, pose, ["fast"], full_reference=False, quick=True, voxel_size=0.01)
+    assert result["voxel_size"] == 0.01 and result["fast_seconds"] > 0 and result["fast_vertices"] > 10000
+    grid = prepare_sparse_input(*pose[:3]).world_bounds.numpy()
+    assert 0 < result["fast_network_points"] < 0.3 * np.prod([len(a) for a in grid_axes(grid, 0.01)])
+    counted = result["fast_launches_gpu_batches"]
+    assert 0 < counted["syncs"] < 100 and counted["host_tensors"] < 40 and counted["ops"] > counted["syncs"]
 
 
 def test_sweep_settings_parse_and_bad_ones_are_named_before_anything_runs(capsys):
