@@ -262,18 +262,18 @@ def bench_mesh(network: Any, pose: Any, renderers: list[str], *, full_reference:
 
 def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> dict[str, Any]:
     """Training iterations per second on the rays of one 256² view of ``pose`` (random targets): the occupancy
-    sampler vs the original box sampler, 1024 rays each (forward + backward + Adam), their steps alternating;
-    median of ``repeats`` steps each."""
+    sampler (with its emptiness term at the default weight) vs the original box sampler, 1024 rays each (the
+    trainer's loss, forward + backward + Adam), their steps alternating; median of ``repeats`` steps each."""
     import torch
 
-    from server.neural_body.config import N_RAYS
-    from server.neural_body.feature_tables import FeatureTables
+    from server.neural_body.config import N_RAYS, N_SAMPLES, TrainConfig
     from server.neural_body.occupancy import body_occupancy
     from server.neural_body.rays import get_rays, near_far
     from server.neural_body.sparse_conv_net import Rulebook
     from server.neural_body.sparse_input import prepare_sparse_input
-    from server.neural_body.train import make_optimizer
-    from server.neural_body.volume_renderer import render_rays
+    from server.neural_body.train import make_optimizer, render_loss_module
+
+    DEFAULTS = TrainConfig()
 
     device = network.c.weight.device
     verts, rh, th, latent = pose
@@ -295,15 +295,13 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
         occupancy = body_occupancy(sparse) if name == "fast" else None
         rulebook = Rulebook()  # as the trainer keeps per frame, for either sampler
 
+        # the trainer's loss: the colour, and for the occupancy sampler its emptiness term, at the defaults
+        loss_module = render_loss_module(network, N_SAMPLES, outside_share=DEFAULTS.outside_share if occupancy else 0.0,
+                                         outside_loss=DEFAULTS.outside_loss if occupancy else 0.0)
+
         def step(sel: list[Any] = sel, target: Any = target, occupancy: Any = occupancy,
-                 rulebook: Rulebook = rulebook) -> None:
-            if occupancy is None:
-                volumes = network.encode_sparse_voxels(sparse, rulebook)
-            else:
-                volumes = FeatureTables.from_levels(network.encode_sparse_levels(sparse, rulebook))
-            res = render_rays(network, volumes, sparse, *sel, latent, perturb=True, occupancy=occupancy,
-                              outside_share=0.05 if occupancy is not None else 0.0)
-            loss = torch.mean((res.rgb_map - target) ** 2)
+                 rulebook: Rulebook = rulebook, loss_module: Any = loss_module) -> None:
+            loss, _ = loss_module(sparse, *sel, latent, target, occupancy=occupancy, rulebook=rulebook)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"space empty ({DEFAULTS.outside_share})")
     parser.add_argument("--outside-loss", type=float, default=DEFAULTS.outside_loss,
                         help="weight of the occupancy sampler's emptiness term: the opacity per ray of the space "
-                             f"outside the occupancy, pushed to 0 ({DEFAULTS.outside_loss:g} = off; 1 empties it "
-                             "within tens of steps, for actors rendered with --renderer reference)")
+                             f"outside the occupancy, pushed to 0, so that --renderer reference shows no fog there "
+                             f"({DEFAULTS.outside_loss:g}; 0 = off; higher weights empty it faster and cost PSNR)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this actor's weights (trained on the same dataset) instead of a fresh network")
     parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every,

@@ -209,7 +209,7 @@ class TrainingData:
 # ---------------------------------------------------------------------------------------------------- step
 
 
-def _render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0,
+def render_loss_module(network: NeuralBodyNetwork, n_samples: int, mask_loss: float = 0.0,
                         outside_share: float = 0.0, outside_loss: float = 0.0) -> torch.nn.Module:
     """A module whose forward renders a ray batch and returns (loss, colour MSE): the unit DistributedDataParallel
     wraps. loss = colour MSE + ``mask_loss`` · MSE(box-volume opacity (``RayOutputs.opacity_map``), body mask)
@@ -281,7 +281,7 @@ class Trainer:
         self.train_seconds = 0.0  # training wall-clock over every run of this checkpoint (evaluations excluded)
         self._eval_seconds = 0.0  # held-out evaluations of the current run (not training time)
         self.seed = config.seed  # with the step, all a step draws depends on (a checkpoint keeps it)
-        self.loss_module = _render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share,
+        self.loss_module = render_loss_module(self.network, config.n_samples, config.mask_loss, config.outside_share,
                                                config.outside_loss)
         if world_size > 1:
             ids = [device.index] if device.type == "cuda" else None

@@ -346,7 +346,7 @@ def test_emptiness_term_is_the_opacity_of_the_evaluated_samples_outside_the_occu
     outside samples the step evaluated (the outside share), equal to the box sampler's α there; the loss adds it per
     ray and over the share, and its gradient lowers the density (the network learns the space it skips is empty)."""
     from server.neural_body.rays import get_rays, near_far
-    from server.neural_body.train import _render_loss_module
+    from server.neural_body.train import render_loss_module
     from server.neural_body.volume_renderer import RayNoise, sample_intervals
     from tests.server.neural_body.nb_fixtures import look_at, pinhole
 
@@ -385,7 +385,7 @@ def test_emptiness_term_is_the_opacity_of_the_evaluated_samples_outside_the_occu
     rgb = torch.zeros(o.shape[0], 3)
     losses = []
     for weight in (0.0, 2.0):
-        module = _render_loss_module(network, 16, outside_share=share, outside_loss=weight)
+        module = render_loss_module(network, 16, outside_share=share, outside_loss=weight)
         loss, colour = module(sparse, o, d, near, far, 0, rgb, occupancy=occ, noise=noise)
         losses.append((float(loss), float(colour)))
     (plain, colour0), (with_term, colour2) = losses

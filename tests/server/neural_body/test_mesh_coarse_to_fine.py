@@ -25,7 +25,8 @@ from server.neural_body.mesh_coarse_to_fine import (
 
 THRESHOLD = 5.0
 BOX = np.array([[-0.3, -0.25, -0.2], [0.35, 0.25, 0.45]])
-SHOULDER, WRIST, HAND = torch.tensor([0.1, 0.0, 0.1]), torch.tensor([0.25, 0.05, 0.33]), torch.tensor([0.26, 0.06, 0.39])
+SHOULDER, WRIST = torch.tensor([0.1, 0.0, 0.1]), torch.tensor([0.25, 0.05, 0.33])
+HAND = torch.tensor([0.26, 0.06, 0.39])
 
 
 def body_density(points: torch.Tensor) -> torch.Tensor:

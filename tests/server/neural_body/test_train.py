@@ -139,7 +139,7 @@ def test_mask_loss_adds_the_opacity_error_to_the_colour_loss(blob_root):
     """--mask-loss (not in the original): loss = colour MSE + w·MSE(box-volume opacity, body mask); the colour MSE is
     what the step reports (and PSNR is computed from)."""
     from server.neural_body.ray_sampling import sample_rays
-    from server.neural_body.train import _render_loss_module
+    from server.neural_body.train import render_loss_module
     from server.neural_body.volume_renderer import render_rays
 
     dataset = ZjuMocapDataset(blob_root)
@@ -156,7 +156,7 @@ def test_mask_loss_adds_the_opacity_error_to_the_colour_loss(blob_root):
     results = {}
     for weight in (0.0, 0.7):
         torch.manual_seed(5)
-        results[weight] = _render_loss_module(trainer.network, 8, weight)(*args)
+        results[weight] = render_loss_module(trainer.network, 8, weight)(*args)
     torch.manual_seed(5)
     out = render_rays(trainer.network, trainer.network.encode_sparse_voxels(sparse), sparse, batch.ray_o,
                       batch.ray_d, batch.near, batch.far, 0, n_samples=8, perturb=True)
