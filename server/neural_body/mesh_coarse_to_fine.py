@@ -59,6 +59,8 @@ def levels_for(voxel_size: float) -> int:
     if not voxel_size > 0:
         raise ValueError(f"voxel_size must be > 0; got {voxel_size}")
     return int(max(1, min(4, 1 + math.floor(math.log2(COARSEST_SPACING / voxel_size) + 1e-9))))
+
+
 OUTSIDE = -1e4  # value given to points outside the occupancy (far below any iso-level)
 
 DensityFn = Callable[[torch.Tensor], torch.Tensor]  # (P,3) float32 world points → (P,) density, on the grid's device
@@ -202,12 +204,8 @@ def _cell_corners(cells: torch.Tensor) -> torch.Tensor:
 
 def straddling_cells(volume: torch.Tensor, threshold: float) -> torch.Tensor:
     """(X-1,Y-1,Z-1) bool: the cells of ``volume`` whose corners lie on both sides of ``threshold``."""
-    any_above = all_above = volume > threshold
-    for axis in range(3):  # any / all over a cell's 8 corners, one axis at a time
-        n = any_above.shape[axis] - 1
-        any_above = any_above.narrow(axis, 0, n) | any_above.narrow(axis, 1, n)
-        all_above = all_above.narrow(axis, 0, n) & all_above.narrow(axis, 1, n)
-    return any_above & ~all_above
+    above = volume > threshold
+    return _any_corner(above) & _any_corner(~above)
 
 
 def _dilated(mask: torch.Tensor, block: bool) -> torch.Tensor:
