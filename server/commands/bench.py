@@ -12,8 +12,8 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured, with its network points and its
   counted operations, read-backs and host-made tensors) vs the dense grid (measured on a coarser grid and
   extrapolated by grid points; --full-reference measures it);
-- train: iterations per second of the occupancy sampler vs the original box sampler (1024 rays each, their steps
-  alternating, each from the actor's weights);
+- train: iterations per second of the occupancy sampler (with its emptiness term) vs the original box sampler
+  (1024 rays each, the trainer's loss, their steps alternating, each from the actor's weights);
 - http: a 256² fast render through a real uvicorn on 127.0.0.1 vs the same render in-process (interleaved), and the
   overhead per request read from the server's Server-Timing header (round trip minus the server's render);
 - farm: frames/s of a job (8 new poses at 128², fast path) on a private local Ray cluster with 1 and with 2 workers
@@ -266,14 +266,14 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
     trainer's loss, forward + backward + Adam), their steps alternating; median of ``repeats`` steps each."""
     import torch
 
-    from server.neural_body.config import N_RAYS, N_SAMPLES, TrainConfig
+    from server.neural_body.config import N_RAYS, TrainConfig
     from server.neural_body.occupancy import body_occupancy
     from server.neural_body.rays import get_rays, near_far
     from server.neural_body.sparse_conv_net import Rulebook
     from server.neural_body.sparse_input import prepare_sparse_input
     from server.neural_body.train import make_optimizer, render_loss_module
 
-    DEFAULTS = TrainConfig()
+    recipe = TrainConfig()  # the trainer's defaults
 
     device = network.c.weight.device
     verts, rh, th, latent = pose
@@ -296,8 +296,9 @@ def bench_train(network: Any, pose: Any, renderers: list[str], repeats: int) -> 
         rulebook = Rulebook()  # as the trainer keeps per frame, for either sampler
 
         # the trainer's loss: the colour, and for the occupancy sampler its emptiness term, at the defaults
-        loss_module = render_loss_module(network, N_SAMPLES, outside_share=DEFAULTS.outside_share if occupancy else 0.0,
-                                         outside_loss=DEFAULTS.outside_loss if occupancy else 0.0)
+        loss_module = render_loss_module(network, recipe.n_samples,
+                                         outside_share=recipe.outside_share if occupancy else 0.0,
+                                         outside_loss=recipe.outside_loss if occupancy else 0.0)
 
         def step(sel: list[Any] = sel, target: Any = target, occupancy: Any = occupancy,
                  rulebook: Rulebook = rulebook, loss_module: Any = loss_module) -> None:

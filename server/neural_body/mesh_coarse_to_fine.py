@@ -152,7 +152,7 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
                     threshold: float, queried: torch.Tensor) -> int:
     """Query the missing corners of every cell that straddles ``threshold`` and has a just-queried point as a corner,
     again for the cells around those, until no straddling cell next to a queried point lacks a corner: the surface
-    is followed where it leaves the band the coarser level marked (instead of querying a band three times wider).
+    is followed where the true values move it away from where the interpolated grid put it.
     ``query(flat indices (P,)) -> evaluated`` writes the values into ``volume`` and marks them in ``exact``;
     ``queried`` (bool, the grid's shape) marks the band just queried.
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from neural_human_addon.core.camera import PinholeCamera, project
 from server.commands.bench import (
     _poses,
     add_arguments,
     bench_mesh,
+    bench_train,
     bench_views,
     frame_launches,
     frame_runs,
@@ -82,6 +84,17 @@ def test_bench_mesh_reports_the_fast_mesh_its_queries_and_its_counts(demo_actor)
     assert 0 < result["fast_network_points"] < 0.3 * np.prod([len(a) for a in grid_axes(grid, 0.01)])
     counted = result["fast_launches_gpu_batches"]
     assert 0 < counted["syncs"] < 100 and counted["host_tensors"] < 40 and counted["ops"] > counted["syncs"]
+
+
+@pytest.mark.slow
+def test_bench_train_times_the_trainers_loss_for_both_samplers_and_restores_the_weights(demo_actor):
+    network = demo_actor.network
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    result = bench_train(network, _poses(demo_actor, 1)[0], ["fast", "reference"], 1)
+    assert result["occupancy"]["rays_per_iteration"] == result["box"]["rays_per_iteration"] == 1024
+    assert result["occupancy"]["seconds_per_iteration"] > 0 and result["box"]["seconds_per_iteration"] > 0
+    assert result["occupancy_over_box_iterations"] > 0
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items()) and not network.training
 
 
 def test_sweep_settings_parse_and_bad_ones_are_named_before_anything_runs(capsys):
