@@ -20,7 +20,9 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
   of 1 CPU each (the actor loaded beforehand), and the scaling ratio; skipped with a note without the optional ray
   package; --no-farm leaves it out, --farm-only measures only it.
 
---margins 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
+--compile adds the fast path with its point network through torch.compile (FastRenderer.compile), against the same
+reference frames, with the seconds its compilation took (a warm-up frame before the timed ones). --margins
+0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
 chosen), against the same reference frames as the frame figure (as the CUDA precisions are); --dilations "2,1;1,1"
 does the same per set of refinement dilations (cells kept around a positive density probe, per level). --quick: 128²
 frames, two poses, one repeat.
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dilations", type=parse_dilations, default=[],
                         help="semicolon-separated sets of refinement dilations (cells per level) to sweep on the fast "
                              "path, e.g. '2,1;1,1'")
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure the fast path with its point network through torch.compile (the "
+                             "compilation timed apart)")
     parser.add_argument("--full-reference", action="store_true",
                         help="measure the reference 5 mm mesh instead of extrapolating it (minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -138,7 +143,7 @@ def side_by_side(result: dict[str, Any], times: dict[str, list[float]],
 
 def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], margin: float | None = None,
                precision: str = "fp32", dilations: tuple[int, ...] | None = None, segment: int | None = None,
-               ) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+               compile: bool = False) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
     """Seconds and renders per path of one WxW frame per pose (a new pose each frame, encode included); the paths
     take turns on each pose, so a slow spell of the machine hits both."""
     from server.neural_body.render_settings import RenderSettings
@@ -150,7 +155,8 @@ def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], 
     for verts, rh, th, latent in poses:
         K, R, T = framing_camera(verts, size)
         for name in renderers:
-            settings = RenderSettings(name, margin if margin is not None else RenderSettings().margin, precision)
+            settings = RenderSettings(name, margin if margin is not None else RenderSettings().margin, precision,
+                                      compile)
             renderer = settings.image_renderer()
             if dilations is not None and name == "fast":
                 renderer = dataclasses.replace(renderer, refine_dilations=dilations)
@@ -538,6 +544,13 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
         # the CPU's march (segments of 8: fewer density queries, more launches and read-backs) against the GPU's
         out["frame_segmented"] = fast_variant(segment=CPU_MARCH_SEGMENT)
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
+    if args.compile and "fast" in renderers:
+        start = time.perf_counter()
+        with torch.no_grad():
+            render_image_warm_up(network, poses[0], ["fast"], compile=True)
+        _sync(device)
+        compile_seconds = time.perf_counter() - start
+        out["frame_compiled"] = {**fast_variant(compile=True), "compile_seconds": round(compile_seconds, 1)}
     if args.margins and "fast" in renderers:
         out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in args.margins}
     if args.dilations and "fast" in renderers:
@@ -581,15 +594,17 @@ def parse_dilations(text: str) -> list[tuple[int, ...]]:
     return sets
 
 
-def render_image_warm_up(network: Any, pose: Any, renderers: list[str]) -> None:
-    """One small render per path so that one-time costs (allocator, kernels) do not land on the first figure."""
+def render_image_warm_up(network: Any, pose: Any, renderers: list[str], compile: bool = False) -> None:
+    """One small render per path so that one-time costs (allocator, kernels, a compilation) do not land on the first
+    figure."""
     from server.neural_body.render_settings import RenderSettings
     from server.neural_body.volume_renderer import render_image
 
     verts, rh, th, latent = pose
     K, R, T = framing_camera(verts, 32)
     for name in renderers:
-        render_image(network, verts, rh, th, latent, K, R, T, 32, 32, renderer=RenderSettings(name).image_renderer())
+        render_image(network, verts, rh, th, latent, K, R, T, 32, 32,
+                     renderer=RenderSettings(name, compile=compile).image_renderer())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "raise it for actors with loose clothes far from the body model)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fast path: precision of the point network (tf32/bf16/fp16 on CUDA; default fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="fast path: run the point network through torch.compile (fused kernels for a GPU; the "
+                             "first frame waits for the compilation, tens of seconds; on a CPU it is slower)")
     parser.add_argument("--keep-jobs", type=int, default=JobPolicy.keep,
                         help="jobs kept; beyond, the oldest ended ones are removed with their frames (jobs queued, "
                              f"running or ended in the last {JobPolicy.recent_s:.0f} s never are; default "
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(err))
     actors_dir = args.actors if args.actors is not None else BUNDLED_ACTORS_DIR
     jobs_dir = args.jobs_dir if args.jobs_dir is not None else default_jobs_dir()
-    settings = RenderSettings(args.renderer, args.margin, args.precision)
+    settings = RenderSettings(args.renderer, args.margin, args.precision, args.compile)
     farm = None
     if args.ray is not None:
         farm = _start_farm(args, Path(actors_dir).resolve(), settings)

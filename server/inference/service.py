@@ -73,7 +73,7 @@ class InferenceService:
         registry, cache = self.registry, self.registry.feature_cache
         return {"device": device_info(registry.device), "loaded_actors": registry.loaded_ids(),
                 "renderer": {"path": self.settings.renderer, "margin_m": self.settings.margin,
-                             "precision": self.settings.precision},
+                             "precision": self.settings.precision, "compile": self.settings.compile},
                 "queue_waiting": self.queue.waiting, "queue_dropped": self.queue.dropped,
                 "feature_cache": {"entries": len(cache), "bytes": cache.bytes_used, "budget_bytes": cache.budget_bytes,
                                   "hits": cache.hits, "misses": cache.misses},

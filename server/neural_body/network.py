@@ -201,7 +201,7 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
     and the ReLU fused into the product (measured: ~8 % of a frame's time went to copying the bias into every
     output row before the product, and to the separate ReLU pass); elsewhere ``linear`` then an in-place ReLU."""
     if (_FUSED_LINEAR_RELU and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad))):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
     return F.relu(F.linear(x, weight, bias), inplace=True)

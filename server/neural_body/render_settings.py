@@ -1,6 +1,6 @@
 """Which path renders and meshes: the fast path (the default everywhere but ``evaluate``) or the reference path.
 
-``RenderSettings(renderer="fast", margin=DEFAULT_MARGIN, precision="fp32")``:
+``RenderSettings(renderer="fast", margin=DEFAULT_MARGIN, precision="fp32", compile=False)``:
 
 - ``image_renderer(cache=None, owner="")``: a ``FastRenderer`` or ``ReferenceRenderer`` (their cached variants with a
   ``FeatureCache``), for ``volume_renderer.render_image``.
@@ -35,6 +35,7 @@ class RenderSettings:
     renderer: str = "fast"
     margin: float = DEFAULT_MARGIN  # metres of the occupancy around the body (fast path)
     precision: str = "fp32"  # the point network's precision on the fast path (bf16/fp16: CUDA)
+    compile: bool = False  # the fast path's point network through torch.compile (FastRenderer.compile)
 
     def __post_init__(self) -> None:
         if self.renderer not in RENDERERS:
@@ -51,8 +52,9 @@ class RenderSettings:
     def image_renderer(self, cache: FeatureCache | None = None, owner: str = "") -> ImageRenderer:
         if self.fast:
             if cache is None:
-                return FastRenderer(margin=self.margin, precision=self.precision)
-            return CachedFastRenderer(cache=cache, owner=owner, margin=self.margin, precision=self.precision)
+                return FastRenderer(margin=self.margin, precision=self.precision, compile=self.compile)
+            return CachedFastRenderer(cache=cache, owner=owner, margin=self.margin, precision=self.precision,
+                                      compile=self.compile)
         return ReferenceRenderer() if cache is None else CachedRenderer(cache=cache, owner=owner)
 
     def mesh(self, network: NeuralBodyNetwork, sparse_input: SparseInput, latent_index: int, *, voxel_size: float,

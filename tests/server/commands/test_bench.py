@@ -121,3 +121,21 @@ def test_frame_runs_apply_the_dilations_to_the_fast_path_only(demo_actor):
     _, narrow = frame_runs(demo_actor.network, poses, 256, ["fast"], dilations=(0,))
     # no cells kept around the positive probes loses the thin parts (whole rays): the setting reached the renderer
     assert float(np.abs(wide["fast"][0].opacity - narrow["fast"][0].opacity).max()) > 0.1
+
+
+@pytest.mark.slow
+def test_frame_runs_compile_the_fast_paths_point_network_only(demo_actor):
+    """``bench --compile``'s frames: the fast path through torch.compile gives the eager fast path's image."""
+    from server.commands.bench import render_image_warm_up
+
+    poses = _poses(demo_actor, 1)
+    with torch.no_grad():
+        render_image_warm_up(demo_actor.network, poses[0], ["fast"], compile=True)  # the compilation, untimed
+    times, compiled = frame_runs(demo_actor.network, poses, 24, ["fast", "reference"], compile=True)
+    _, eager = frame_runs(demo_actor.network, poses, 24, ["fast"])
+    assert times["fast"][0] > 0 and times["reference"][0] > 0
+    a, b = compiled["fast"][0], eager["fast"][0]
+    assert a.opacity.max() > 0.5
+    np.testing.assert_allclose(a.straight_rgb * a.opacity[..., None], b.straight_rgb * b.opacity[..., None],
+                               atol=1e-3)
+    np.testing.assert_allclose(a.opacity, b.opacity, atol=1e-4)

@@ -100,3 +100,24 @@ def test_demo_actor_mesh_is_where_the_body_is(demo_server, posed):
     mesh = _npz(r.content)
     v = mesh["vertices"].astype(np.float64)
     assert np.abs(v.min(0) - verts.min(0)).max() < 0.03 and np.abs(v.max(0) - verts.max(0)).max() < 0.03
+
+
+def test_serve_compile_renders_the_same_frame_through_the_compiled_point_network(demo_server, posed, tmp_path):
+    """``serve --compile``: the fast path's point network through torch.compile (this CPU's inductor code here) gives
+    the frame the default server gives, and the health answer says which network runs."""
+    body, _, cam = posed
+    request = {"body": body, "camera": cam.to_wire()}
+    with demo_server.client() as c:
+        plain = _npz(c.post("/v1/actors/demo/render", json=request).content)
+    with running_server(None, tmp_path / "jobs", tmp_path / "config", tmp_path / "server.log", "--compile") as srv, \
+            srv.client() as c:
+        assert c.get("/v1/health").json()["renderer"]["compile"] is True
+        r = c.post("/v1/actors/demo/render", json=request)
+    assert r.status_code == 200, r.text
+    assert "torch.compile cannot build" not in (tmp_path / "server.log").read_text()  # it compiled, no fallback
+    compiled = _npz(r.content)
+    alpha = plain["rgba"][..., 3]
+    assert alpha.max() > 0.9  # the body is in view
+    np.testing.assert_allclose(compiled["rgba"], plain["rgba"], atol=2e-3)
+    solid = alpha > 0.5
+    np.testing.assert_allclose(compiled["depth"][solid], plain["depth"][solid], atol=1e-3)

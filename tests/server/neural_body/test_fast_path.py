@@ -219,6 +219,45 @@ def test_reduced_precision_runs_under_autocast_and_agrees(demo_actor, precision)
 
 
 @pytest.mark.slow
+def test_compiled_point_network_renders_what_the_eager_one_does_for_every_pose_and_size(demo_actor):
+    """``FastRenderer(compile=True)``: the point network through torch.compile (dynamic shapes; the inductor's CPU
+    code here, Triton on a GPU) gives the eager image, and one compilation serves new poses and image sizes."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    compiled, eager = FastRenderer(compile=True), FastRenderer()
+    graphs = []
+    for frame, bend, azimuth in ((20, False, -1.3), (50, True, 2.2)):
+        verts, rh, th = posed_body(demo_actor, frame, bend)
+        ref, fast, _ = render_both(demo_actor.network, verts, rh, th, 20, azimuth, compiled)
+        assert_agree(ref, fast)
+        plain = render_fast(demo_actor.network, verts, rh, th, 20, azimuth, eager)
+        assert premultiplied_psnr(plain, fast) >= 90.0
+        assert np.abs(plain.opacity - fast.opacity).max() <= 1e-4
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] >= 2 and graphs[1] == graphs[0]  # trunk and colour compiled once, not again for a new pose
+
+
+def test_compiled_point_network_falls_back_to_eager_where_it_cannot_build(recwarn):
+    from server.neural_body.fast_renderer import _CompiledOrEager
+
+    def broken_backend(graph, inputs):
+        raise RuntimeError("no C++ compiler")
+
+    def affine(x: torch.Tensor) -> torch.Tensor:
+        return 2 * x + 1
+
+    torch._dynamo.reset()
+    fn = _CompiledOrEager(affine)
+    fn.compiled = torch.compile(affine, backend=broken_backend, dynamic=True)
+    x = torch.arange(4.0)
+    torch.testing.assert_close(fn(x), affine(x))
+    assert fn.compiled is None  # eager from then on
+    assert any("torch.compile cannot build" in str(w.message) for w in recwarn)
+    torch.testing.assert_close(fn(x + 1), affine(x + 1))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("frame", "bend", "azimuth"), [(20, False, -1.3), (50, True, 2.2)],
                          ids=["captured-pose-novel-view", "novel-pose"])
 def test_fast_renderer_agrees_with_reference_on_the_demo_actor(demo_actor, frame, bend, azimuth):
