@@ -20,6 +20,12 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
   of 1 CPU each (the actor loaded beforehand), and the scaling ratio; skipped with a note without the optional ray
   package; --no-farm leaves it out, --farm-only measures only it.
 
+--profile DIR runs one more fast frame (a new pose) and one 5 mm mesh under the torch profiler and writes, per
+device, DEVICE_frame_ops.txt / DEVICE_mesh_ops.txt (operations by time) and DEVICE_frame_trace.json /
+DEVICE_mesh_trace.json (Chrome traces) into DIR; the JSON gets their wall time, the GPU's busy time (the union of
+its kernels' intervals: a frame much longer than that is bound by its host side), kernel count and synchronising
+runtime calls ("profile").
+
 --compile adds the fast path with its point network through torch.compile (FastRenderer.compile), against the same
 reference frames, with the seconds its compilation took (a warm-up frame before the timed ones). --margins
 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
@@ -68,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also measure the fast path with its point network through torch.compile (the "
                              "compilation timed apart)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="also profile one fast frame and one 5 mm mesh per device (torch profiler): operation "
+                             "tables and Chrome traces into DIR, the GPU's busy time in the JSON")
     parser.add_argument("--full-reference", action="store_true",
                         help="measure the reference 5 mm mesh instead of extrapolating it (minutes on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -191,6 +200,35 @@ def frame_launches(network: Any, pose: Any, size: int) -> dict[str, Any]:
             _, count = count_launches(lambda r=renderer: render_image(network, verts, rh, th, latent, K, R, T, size,
                                                                       size, renderer=r))
         out[f"{name}_schedule"] = {**count.as_dict(), "density_points": renderer.last_stats["density_points"]}
+    return out
+
+
+def bench_profile(network: Any, pose: Any, size: int, folder: Path, voxel_size: float = 0.005) -> dict[str, Any]:
+    """One fast WxW frame of a new pose (encode included) and one mesh of it under the torch profiler: figures
+    (``profiling.Profile.figures``) and the files written into ``folder`` (tables and Chrome traces)."""
+    import torch
+
+    from server.neural_body.mesh_coarse_to_fine import extract_mesh_coarse_to_fine
+    from server.neural_body.profiling import profile_work
+    from server.neural_body.render_settings import RenderSettings
+    from server.neural_body.sparse_input import prepare_sparse_input
+    from server.neural_body.volume_renderer import render_image
+
+    device = network.c.weight.device
+    verts, rh, th, latent = pose
+    K, R, T = framing_camera(verts, size)
+    renderer = RenderSettings("fast").image_renderer()
+    work = {
+        "frame": lambda: render_image(network, verts, rh, th, latent, K, R, T, size, size, renderer=renderer),
+        "mesh": lambda: extract_mesh_coarse_to_fine(network, prepare_sparse_input(verts, rh, th, device=device),
+                                                    latent, voxel_size=voxel_size, colors=True),
+    }
+    out: dict[str, Any] = {"size": size, "mesh_voxel_size": voxel_size, "files": []}
+    with torch.no_grad():
+        for name, fn in work.items():
+            _, prof = profile_work(fn, device)
+            out[name] = prof.figures()
+            out["files"] += [str(p) for p in prof.write(folder, f"{device.type}_{name}")]
     return out
 
 
@@ -557,6 +595,8 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
         out["dilations"] = {",".join(map(str, d)): fast_variant(dilations=d) for d in args.dilations}
     out["mesh"] = bench_mesh(network, poses[0], renderers, full_reference=args.full_reference, quick=args.quick)
     out["train"] = bench_train(network, poses[-1], renderers, 1 if args.quick else 5)
+    if args.profile is not None and "fast" in renderers:
+        out["profile"] = bench_profile(network, poses[-1], size, args.profile)
     if "fast" in renderers:
         out["http"] = bench_http(actor_dir, device, poses[0], 256, repeats)
     return out

@@ -26,11 +26,13 @@ def cuda_actor():
     return load_actor(DEMO_ACTOR, "cuda")
 
 
-@pytest.mark.parametrize(("precision", "segment"), [("fp32", None), ("tf32", None), ("bf16", None), ("fp16", None),
-                                                    ("fp32", 8)])
-def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision, segment):
-    """The fast path on CUDA (each precision of its point network; the GPU's one-pass march and the CPU's segments)
-    against the fp32 reference, same bars as on CPU (a new pose, a new view)."""
+@pytest.mark.parametrize(("precision", "segment", "compile"),
+                         [("fp32", None, False), ("tf32", None, False), ("bf16", None, False), ("fp16", None, False),
+                          ("fp32", 8, False), ("fp32", None, True), ("bf16", None, True)])
+def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision, segment, compile):
+    """The fast path on CUDA (each precision of its point network; the GPU's one-pass march and the CPU's segments;
+    the point network through torch.compile's Triton kernels) against the fp32 reference, same bars as on CPU (a new
+    pose, a new view)."""
     from server.neural_body.fast_renderer import FastRenderer
     from server.neural_body.volume_renderer import render_image
 
@@ -38,9 +40,23 @@ def test_fast_path_agrees_with_the_fp32_reference_on_cuda(cuda_actor, precision,
     K, R, T = camera_around(verts, 2.2)
     ref = render_image(cuda_actor.network, verts, rh, th, 50, K, R, T, 40, 56)
     fast = render_image(cuda_actor.network, verts, rh, th, 50, K, R, T, 40, 56,
-                        renderer=FastRenderer(precision=precision, segment=segment))
+                        renderer=FastRenderer(precision=precision, segment=segment, compile=compile))
     assert_agree(ref, fast)
     assert torch.backends.cuda.matmul.allow_tf32 is False  # tf32 is scoped to the fast path's products
+    if compile:  # it compiled: no fallback to the eager network
+        from server.neural_body.fast_renderer import _compiled, _trunk_and_density
+
+        assert _compiled(_trunk_and_density).compiled is not None
+
+
+def test_profile_reports_the_gpus_busy_time_and_kernels():
+    from server.neural_body.profiling import profile_work
+
+    a = torch.randn(2048, 2048, device="cuda")
+    product, prof = profile_work(lambda: (a @ a).sum().item(), torch.device("cuda"))
+    figures = prof.figures()
+    assert figures["device_kernels"] >= 2 and 0 < figures["device_busy_ms"] <= figures["wall_ms"]
+    assert figures["host_syncs"] >= 1 and "Self CUDA" in prof.table
 
 
 def test_coarse_to_fine_mesh_matches_the_dense_grid_on_cuda(cuda_actor):

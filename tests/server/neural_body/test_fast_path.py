@@ -225,7 +225,9 @@ def test_compiled_point_network_renders_what_the_eager_one_does_for_every_pose_a
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
-    compiled, eager = FastRenderer(compile=True), FastRenderer()
+    # every refinement level (its probes are batches of their own layout) and the colour head's kept rows
+    compiled = FastRenderer(compile=True, refine_min_samples_per_probe=0)
+    eager = FastRenderer(refine_min_samples_per_probe=0)
     graphs = []
     for frame, bend, azimuth in ((20, False, -1.3), (50, True, 2.2)):
         verts, rh, th = posed_body(demo_actor, frame, bend)
@@ -235,7 +237,7 @@ def test_compiled_point_network_renders_what_the_eager_one_does_for_every_pose_a
         assert premultiplied_psnr(plain, fast) >= 90.0
         assert np.abs(plain.opacity - fast.opacity).max() <= 1e-4
         graphs.append(counters["stats"]["unique_graphs"])
-    assert graphs[0] >= 2 and graphs[1] == graphs[0]  # trunk and colour compiled once, not again for a new pose
+    assert 2 <= graphs[0] <= 3 and graphs[1] == graphs[0]  # trunk and colour compiled once, not for a new pose
 
 
 def test_compiled_point_network_falls_back_to_eager_where_it_cannot_build(recwarn):
