@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test test-fast lint demo bench data body addon clean help test-blender test-blender-all test-blender-ci blender-venv
+.PHONY: setup test test-fast lint demo bench data body addon clean help test-blender test-blender-all test-blender-ci blender-venv gpu-check gpu-site
 
 help:
 	@echo "make demo    run the end-to-end demo on the bundled demo actor (writes demo_output/)"
@@ -132,3 +132,34 @@ test-blender-all: setup addon
 		$(MAKE) --no-print-directory test-blender BLENDER=$$v NEURAL_HUMAN_ADDON_ZIP=$(ADDON_ZIP) || failed="$$failed $$v"; \
 		echo "== Blender $$v: $$(( $$(date +%s) - start )) s"; done; \
 	if [ -n "$$failed" ]; then echo "== failed on Blender$$failed"; exit 1; fi
+
+# ---- A GPU machine -------------------------------------------------------------------------------------------------
+# `make gpu-check` runs what only a GPU can tell, with GPU_PY (a Python whose torch has CUDA, the server's packages
+# importable): the CUDA tests, then the CUDA bench (fast vs reference, the precisions, the compiled point network,
+# the full 5 mm reference mesh) with a profile of one frame and one mesh. Everything lands in GPU_OUT: test_cuda.log,
+# bench.json, cuda_{frame,mesh}_{ops.txt,trace.json}.
+# For a GPU machine without a package registry: `make gpu-site` (here) packs the server's packages that such a machine
+# lacks besides torch, numpy, scipy and scikit-image (spconv and its build helpers, smplx, PyMCubes, the HTTP stack:
+# GPU_SITE_PACKAGES, at the versions of constraints.txt) for its Python (GPU_PYTHON_VERSION) into
+# dist/gpu-site-py$(GPU_PYTHON_VERSION).tar.xz (~45 MB); there, unpack it and put it on PYTHONPATH (README, "Speed").
+GPU_PY ?= $(PY)
+GPU_OUT ?= gpu_check
+GPU_PYTHON_VERSION ?= 3.12
+GPU_SITE_PACKAGES := spconv-cu118 cumm-cu118 pccm ccimport fire termcolor lark smplx PyMCubes fastapi starlette \
+	uvicorn pydantic pydantic_core annotated-types annotated-doc typing-inspection
+GPU_PLATFORMS := manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64
+
+gpu-check:
+	mkdir -p $(GPU_OUT)
+	set -o pipefail; $(GPU_PY) -m pytest -q -p no:cacheprovider -rs tests/server/neural_body/test_cuda.py \
+		2>&1 | tee $(GPU_OUT)/test_cuda.log
+	$(GPU_PY) -m server bench --device cuda --no-farm --full-reference --compile --profile $(GPU_OUT) \
+		--json $(GPU_OUT)/bench.json
+
+gpu-site: setup
+	rm -rf build/gpu-site && mkdir -p build/gpu-site dist
+	$(VENV)/bin/pip install -q --no-deps --only-binary=:all: --implementation cp \
+		--python-version $(GPU_PYTHON_VERSION) $(addprefix --platform ,$(GPU_PLATFORMS)) --target build/gpu-site \
+		$$(for p in $(GPU_SITE_PACKAGES); do grep -i -m1 "^$$p==" constraints.txt || echo "$$p"; done)
+	XZ_OPT="-6 -T0" tar -C build/gpu-site -cJf dist/gpu-site-py$(GPU_PYTHON_VERSION).tar.xz .
+	@ls -l dist/gpu-site-py$(GPU_PYTHON_VERSION).tar.xz
