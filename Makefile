@@ -137,7 +137,7 @@ test-blender-all: setup addon
 # `make gpu-check` runs what only a GPU can tell, with GPU_PY (a Python whose torch has CUDA, the server's packages
 # importable): the CUDA tests, then the CUDA bench (fast vs reference, the precisions, the compiled point network,
 # the full 5 mm reference mesh) with a profile of one frame and one mesh. Everything lands in GPU_OUT: test_cuda.log,
-# bench.json, cuda_{frame,mesh}_{ops.txt,trace.json}.
+# bench.json, cuda_{frame,mesh}_{ops.txt,trace.json.gz}.
 # For a GPU machine without a package registry: `make gpu-site` (here) packs the server's packages that such a machine
 # lacks besides torch, numpy, scipy and scikit-image (spconv and its build helpers, smplx, PyMCubes, the HTTP stack:
 # GPU_SITE_PACKAGES, at the versions of constraints.txt) for its Python (GPU_PYTHON_VERSION) into

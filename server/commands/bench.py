@@ -21,10 +21,11 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
   package; --no-farm leaves it out, --farm-only measures only it.
 
 --profile DIR runs one more fast frame (a new pose) and one 5 mm mesh under the torch profiler and writes, per
-device, DEVICE_frame_ops.txt / DEVICE_mesh_ops.txt (operations by time) and DEVICE_frame_trace.json /
-DEVICE_mesh_trace.json (Chrome traces) into DIR; the JSON gets their wall time, the GPU's busy time (the union of
-its kernels' intervals: a frame much longer than that is bound by its host side), kernel count and synchronising
-runtime calls ("profile").
+device, DEVICE_frame_ops.txt / DEVICE_mesh_ops.txt (operations by time) and DEVICE_frame_trace.json.gz /
+DEVICE_mesh_trace.json.gz (gzipped Chrome traces) into DIR; the JSON gets their wall time, the GPU's busy time (the
+union of its kernels' intervals: a frame much longer than that is bound by its host side), kernel count and
+synchronising runtime calls ("profile"). The profiler slows many small operations down: compare the busy time with
+the wall time of the same profiled run, and the unprofiled figures with each other.
 
 --compile adds the fast path with its point network through torch.compile (FastRenderer.compile), against the same
 reference frames, with the seconds its compilation took (a warm-up frame before the timed ones). --margins

@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fast path: precision of the point network (tf32/bf16/fp16 on CUDA; default fp32)")
     parser.add_argument("--compile", action="store_true",
-                        help="fast path: run the point network through torch.compile (fused kernels for a GPU; the "
-                             "first frame waits for the compilation, tens of seconds; on a CPU it is slower)")
+                        help="fast path: run the point network through torch.compile (fused kernels for a GPU; "
+                             "compiled before the server listens, tens of seconds; on a CPU it is slower)")
     parser.add_argument("--keep-jobs", type=int, default=JobPolicy.keep,
                         help="jobs kept; beyond, the oldest ended ones are removed with their frames (jobs queued, "
                              f"running or ended in the last {JobPolicy.recent_s:.0f} s never are; default "
@@ -179,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
         if farm is not None:
             farm.close()
         return fail(f"--jobs-dir {jobs_dir}: {err}")
+    if settings.compile and settings.fast:
+        print("compiling the fast path's point network (torch.compile) ...", flush=True)
+        seconds = settings.compile_point_network(device)
+        print(f"compiled the point network in {seconds:.1f} s", flush=True)
     actor_ids = [a["id"] for a in app.state.registry.list()]
     where = actors_dir.resolve()
     if actor_ids:

@@ -99,6 +99,7 @@ class FrameWorker:
                                       min_free_gpu_bytes=config.min_free_gpu_bytes)
         self.queue = ModelQueue()
         self.settings = config.settings
+        self.settings.compile_point_network(config.device)  # with --compile: before the first frame, not during it
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs (also the farm's sign that a restarted worker is back)."""

@@ -24,11 +24,11 @@ Skipping a sample is exactly the reference with zero density there, so the only 
 network puts outside the (refined) occupancy, the transmittance left at a ray's stop and the dropped tiny weights.
 
 ``compile`` runs the point network (trunk, density and colour heads) through ``torch.compile`` with dynamic shapes
-(one compilation serves every pose and batch size; the first frames wait for it, tens of seconds): fewer, fused
-kernels on a GPU, for ``bench --compile`` to measure. On a CPU it is slower than the eager path's fused oneDNN
+(one compilation serves every pose, batch size and actor; ``compile_now`` builds it ahead, tens of seconds): fewer,
+fused kernels on a GPU, for ``bench --compile`` to measure. On a CPU it is slower than the eager path's fused oneDNN
 products (measured on 2 cores, new poses: 256² frames 0.85–1.1 s against 0.70–0.95 s, 128² 0.48 against 0.40 s),
-so it is off by default. Where ``torch.compile`` cannot
-build its kernels (no C++ compiler, no Triton) the renderer warns once and stays eager.
+so it is off by default. Where ``torch.compile`` cannot build its kernels (no C++ compiler, no Triton) the renderer
+warns once and stays eager.
 ``precision`` "bf16"/"fp16" runs the point network under autocast (CUDA; on CPUs without bf16 units it is slower);
 "tf32" keeps fp32 tensors but lets CUDA's matrix products use TF32 tensor cores (on a CPU it is fp32).
 The pose's features come as ``FeatureTables`` (the sparse-conv levels' active sites and an index grid, instead of
@@ -120,6 +120,28 @@ class FastRenderer:
             occupancy = refine_level(occupancy, density, self.refine_dilations[occupancy.level])
             self.last_stats["probe_points"] = self.last_stats.get("probe_points", 0) + occupancy.probes - probes
         return occupancy
+
+    def compile_now(self, network: NeuralBodyNetwork, sparse_input: SparseInput) -> None:
+        """With ``compile``: build the point network's compiled code now, on a few points of ``sparse_input``'s body,
+        so that no frame waits for it (it serves every later pose, batch size and actor of this architecture, with
+        this renderer's precision)."""
+        if not self.compile:
+            return
+        device = network.c.weight.device
+        sparse_input = sparse_input.to(device)
+        was_training = network.training
+        network.eval()  # as render_image runs it (the compiled code is specialised to the modules' mode)
+        try:
+            with torch.no_grad():
+                tables = self.features(network, sparse_input)
+                # a batch size no other dimension has: the compiler would take an equal one for the same size
+                steps = torch.linspace(0.0, 1.0, 97, device=device)[:, None]
+                pts_smpl = sparse_input.bounds[0] + steps * (sparse_input.bounds[1] - sparse_input.bounds[0])
+                _, trunks = self._density(network, tables, sparse_input, pts_smpl)
+                wpts = pts_smpl @ sparse_input.R.t() + sparse_input.Th
+                self._colour(network, trunks[0], wpts, F.normalize(wpts, dim=1), 0)
+        finally:
+            network.train(was_training)
 
     # ------------------------------------------------------------------ image
 

@@ -10,12 +10,14 @@ and CUDA's on a GPU) and keeps:
 - ``device_kernels``: the kernels and copies the GPU ran (0 on a CPU);
 - ``host_syncs``: the CUDA runtime's synchronising calls (stream and device synchronisations, blocking copies);
 - ``table``: the operations by time (device time on a GPU, CPU time elsewhere), the profiler's own table;
-- ``Profile.write(folder, name)``: ``name_ops.txt`` (that table) and ``name_trace.json`` (a Chrome trace:
-  chrome://tracing or Perfetto), both written atomically.
+- ``Profile.write(folder, name)``: ``name_ops.txt`` (that table) and ``name_trace.json.gz`` (a Chrome trace, gzipped:
+  Perfetto or chrome://tracing open it), both written atomically.
 """
 
 from __future__ import annotations
 
+import gzip
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,11 +53,18 @@ class Profile:
     def write(self, folder: Path, name: str) -> list[Path]:
         """``folder/name_ops.txt`` and ``folder/name_trace.json``; returns their paths."""
         folder.mkdir(parents=True, exist_ok=True)
-        table, trace = folder / f"{name}_ops.txt", folder / f"{name}_trace.json"
+        table, trace = folder / f"{name}_ops.txt", folder / f"{name}_trace.json.gz"
         with atomic_path(table, mode=0o644) as tmp:
             tmp.write_text(self.table + "\n", encoding="utf-8")
+        # a 5 mm mesh's trace is ~25 MB of JSON, a tenth of that compressed (the viewers read it so)
         with atomic_path(trace, mode=0o644) as tmp:
-            self._trace.export_chrome_trace(str(tmp))
+            plain = tmp.with_name(tmp.name + ".json")  # the profiler writes plain JSON
+            try:
+                self._trace.export_chrome_trace(str(plain))
+                with plain.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+                    shutil.copyfileobj(src, dst)
+            finally:
+                plain.unlink(missing_ok=True)
         return [table, trace]
 
 

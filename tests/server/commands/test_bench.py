@@ -143,18 +143,19 @@ def test_frame_runs_compile_the_fast_paths_point_network_only(demo_actor):
 
 @pytest.mark.slow
 def test_bench_profile_writes_the_frames_and_meshes_tables_and_traces(demo_actor, tmp_path):
+    import gzip
     import json
 
     from server.commands.bench import bench_profile
 
     result = bench_profile(demo_actor.network, _poses(demo_actor, 1)[0], 32, tmp_path, voxel_size=0.02)
     assert sorted(Path(p).name for p in result["files"]) == [
-        "cpu_frame_ops.txt", "cpu_frame_trace.json", "cpu_mesh_ops.txt", "cpu_mesh_trace.json"]
+        "cpu_frame_ops.txt", "cpu_frame_trace.json.gz", "cpu_mesh_ops.txt", "cpu_mesh_trace.json.gz"]
     for name in ("frame", "mesh"):
         figures = result[name]
         assert figures["wall_ms"] > 0 and figures["device_busy_ms"] is None and figures["device_kernels"] == 0
         table = (tmp_path / f"cpu_{name}_ops.txt").read_text()
         assert "aten::" in table and "Self CPU" in table
-        trace = json.loads((tmp_path / f"cpu_{name}_trace.json").read_text())
+        trace = json.loads(gzip.decompress((tmp_path / f"cpu_{name}_trace.json.gz").read_bytes()))
         assert any(e.get("name") == "aten::embedding_bag" for e in trace["traceEvents"])
     assert not list(tmp_path.glob(".*"))  # no temporary files left

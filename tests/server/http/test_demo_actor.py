@@ -114,7 +114,9 @@ def test_serve_compile_renders_the_same_frame_through_the_compiled_point_network
         assert c.get("/v1/health").json()["renderer"]["compile"] is True
         r = c.post("/v1/actors/demo/render", json=request)
     assert r.status_code == 200, r.text
-    assert "torch.compile cannot build" not in (tmp_path / "server.log").read_text()  # it compiled, no fallback
+    log = (tmp_path / "server.log").read_text()
+    assert "compiled the point network in" in log  # before it listened: no request waited for it
+    assert "torch.compile cannot build" not in log  # it compiled, no fallback
     compiled = _npz(r.content)
     alpha = plain["rgba"][..., 3]
     assert alpha.max() > 0.9  # the body is in view

@@ -240,6 +240,27 @@ def test_compiled_point_network_renders_what_the_eager_one_does_for_every_pose_a
     assert 2 <= graphs[0] <= 3 and graphs[1] == graphs[0]  # trunk and colour compiled once, not for a new pose
 
 
+@pytest.mark.slow
+def test_compiling_ahead_on_a_random_network_serves_the_actors_frames_without_compiling_again(demo_actor):
+    """What ``serve --compile`` does before it listens (``RenderSettings.compile_point_network``): the compiled code
+    built on a random network of the demo body's size serves a trained actor's frames (no new graph)."""
+    from torch._dynamo.utils import counters
+
+    from server.neural_body.render_settings import RenderSettings
+
+    torch._dynamo.reset()
+    counters.clear()
+    assert RenderSettings().compile_point_network("cpu") == 0.0  # nothing to do without compile
+    settings = RenderSettings(compile=True)
+    assert settings.compile_point_network("cpu") > 0
+    built = counters["stats"]["unique_graphs"]
+    assert built >= 2
+    verts, rh, th = posed_body(demo_actor, 50, bend=True)
+    fast = render_fast(demo_actor.network, verts, rh, th, 50, 2.2, settings.image_renderer())
+    assert fast.opacity.max() > 0.9
+    assert counters["stats"]["unique_graphs"] == built
+
+
 def test_compiled_point_network_falls_back_to_eager_where_it_cannot_build(recwarn):
     from server.neural_body.fast_renderer import _CompiledOrEager
 

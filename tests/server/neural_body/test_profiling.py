@@ -21,5 +21,5 @@ def test_profile_work_on_a_cpu_returns_the_result_and_its_operations(tmp_path):
                               "host_syncs": 0}
     assert "aten::mul" in prof.table and "aten::sum" in prof.table
     written = prof.write(tmp_path / "out", "cpu_work")
-    assert [p.name for p in written] == ["cpu_work_ops.txt", "cpu_work_trace.json"]
+    assert [p.name for p in written] == ["cpu_work_ops.txt", "cpu_work_trace.json.gz"]
     assert all(p.stat().st_size > 0 for p in written)
