@@ -225,6 +225,7 @@ def test_compiled_point_network_renders_what_the_eager_one_does_for_every_pose_a
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
+    counters.clear()
     # every refinement level (its probes are batches of their own layout) and the colour head's kept rows
     compiled = FastRenderer(compile=True, refine_min_samples_per_probe=0)
     eager = FastRenderer(refine_min_samples_per_probe=0)
