@@ -110,11 +110,17 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     if args.keep_jobs < 1 or args.max_queued_jobs < 1 or not args.job_max_age_hours > 0:
         return (f"--keep-jobs and --max-queued-jobs must be >= 1 and --job-max-age-hours > 0; got {args.keep_jobs}, "
                 f"{args.max_queued_jobs}, {args.job_max_age_hours}")
-    if not 0.0 <= args.margin <= 1.0:
-        return f"--margin must be 0..1 metres; got {args.margin}"
     if args.token is not None and len(args.token) < 16:
         return "--token must be at least 16 characters"
-    return _check_ray_arguments(args)
+    return _check_renderer_arguments(args) or _check_ray_arguments(args)
+
+
+def _check_renderer_arguments(args: argparse.Namespace) -> str | None:
+    if not 0.0 <= args.margin <= 1.0:
+        return f"--margin must be 0..1 metres; got {args.margin}"
+    if args.compile and args.renderer != "fast":
+        return "--compile compiles the fast path's point network: it needs --renderer fast (the default)"
+    return None
 
 
 def _check_ray_arguments(args: argparse.Namespace) -> str | None:

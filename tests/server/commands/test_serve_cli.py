@@ -41,6 +41,15 @@ def test_ray_arguments_are_checked():
     assert "--ray-gpus-per-worker must be >= 0" in problem("--ray", "local", "--ray-gpus-per-worker", "-1")
 
 
+def test_renderer_arguments_are_checked():
+    from server.commands.serve import check_arguments
+    from tests.cli_args import command_args
+
+    assert check_arguments(command_args("serve", "--compile")) is None
+    assert "needs --renderer fast" in check_arguments(command_args("serve", "--compile", "--renderer", "reference"))
+    assert "--margin must be 0..1" in check_arguments(command_args("serve", "--margin", "2"))
+
+
 def test_is_loopback():
     from server.commands.serve import is_loopback
 
