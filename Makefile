@@ -135,9 +135,9 @@ test-blender-all: setup addon
 
 # ---- A GPU machine -------------------------------------------------------------------------------------------------
 # `make gpu-check` runs what only a GPU can tell, with GPU_PY (a Python whose torch has CUDA, the server's packages
-# importable): the CUDA tests, then the CUDA bench (fast vs reference, the precisions, the compiled point network,
-# the full 5 mm reference mesh) with a profile of one frame and one mesh. Everything lands in GPU_OUT: test_cuda.log,
-# bench.json, cuda_{frame,mesh}_{ops.txt,trace.json.gz}.
+# importable): the CUDA bench (fast vs reference, the precisions, the compiled point network, the full 5 mm reference
+# mesh) with a profile of one frame and one mesh, then the CUDA tests. Everything lands in GPU_OUT: bench.json,
+# cuda_{frame,mesh}_{ops.txt,trace.json.gz}, test_cuda.log.
 # For a GPU machine without a package registry: `make gpu-site` (here) packs the server's packages that such a machine
 # lacks besides torch, numpy, scipy and scikit-image (spconv and its build helpers, smplx, PyMCubes, the HTTP stack:
 # GPU_SITE_PACKAGES, at the versions of constraints.txt) for its Python (GPU_PYTHON_VERSION) into
@@ -146,15 +146,15 @@ GPU_PY ?= $(PY)
 GPU_OUT ?= gpu_check
 GPU_PYTHON_VERSION ?= 3.12
 GPU_SITE_PACKAGES := spconv-cu118 cumm-cu118 pccm ccimport fire termcolor lark smplx PyMCubes fastapi starlette \
-	uvicorn pydantic pydantic_core annotated-types annotated-doc typing-inspection
+	uvicorn pydantic pydantic_core annotated-types annotated-doc typing-inspection opentelemetry-api
 GPU_PLATFORMS := manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64
 
 gpu-check:
 	mkdir -p $(GPU_OUT)
-	set -o pipefail; $(GPU_PY) -m pytest -q -p no:cacheprovider -rs tests/server/neural_body/test_cuda.py \
-		2>&1 | tee $(GPU_OUT)/test_cuda.log
 	$(GPU_PY) -m server bench --device cuda --no-farm --full-reference --compile --profile $(GPU_OUT) \
 		--json $(GPU_OUT)/bench.json
+	set -o pipefail; $(GPU_PY) -m pytest -q -p no:cacheprovider -rs tests/server/neural_body/test_cuda.py \
+		2>&1 | tee $(GPU_OUT)/test_cuda.log
 
 gpu-site: setup
 	rm -rf build/gpu-site && mkdir -p build/gpu-site dist

@@ -48,6 +48,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ BENCH_TOKEN = "bench-token-0123456789"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, default=None, help="also write the JSON to this file")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the JSON to this file (after each figure: a run cut short keeps what it "
+                             "measured, with \"complete\": false)")
     parser.add_argument("--quick", action="store_true", help="128² frames, two poses, one repeat")
     parser.add_argument("--actor", type=Path, default=None, help="benchmark this actor (default: the demo actor)")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
@@ -548,7 +551,22 @@ def replace_frames(req: Any, count: int) -> Any:
 # ---------------------------------------------------------------------------------------------------- run
 
 
-def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) -> dict[str, Any]:
+class Figures(dict):
+    """A device's figures as they are measured: each one added calls ``saved()`` (``run`` writes --json then, so a
+    run cut short keeps what it measured)."""
+
+    def __init__(self, saved: Callable[[], None]) -> None:
+        super().__init__()
+        self._saved = saved
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._saved()
+
+
+def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
+                 out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every figure of one device into ``out`` (a new dict by default), which it returns."""
     import torch
 
     from server.neural_body.actor import load_actor
@@ -560,7 +578,8 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace) ->
     renderers = ["fast", "reference"] if args.renderer == "both" else [args.renderer]
     size = (128 if args.quick else 256) if device.type == "cpu" else 512
     poses = _poses(actor, 2 if device.type == "cpu" else 8)  # GPU frames are short: more of them for the median
-    out: dict[str, Any] = {"device": str(device)}
+    out = {} if out is None else out
+    out["device"] = str(device)
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     repeats = 1 if args.quick else 3
@@ -667,7 +686,13 @@ def run(args: argparse.Namespace) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                     "processor": platform.processor() or platform.machine()},
-        "devices": {}}
+        "devices": {}, "complete": False}
+
+    def save() -> None:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode(), mode=0o644)
+
     try:
         farm_workers = sorted({int(n) for n in args.farm_workers.split(",") if n.strip()})
     except ValueError:
@@ -677,16 +702,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         for name in [] if args.farm_only else devices:
-            result["devices"][name] = bench_device(actor_dir, name, args)
+            result["devices"][name] = Figures(save)
+            bench_device(actor_dir, name, args, result["devices"][name])
         if not args.no_farm:
             result["farm"] = bench_farm(actor_dir, farm_workers, args.farm_frames, 64 if args.quick else 128)
     except (NeuralHumanError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result["total_seconds"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(args.json, (text + "\n").encode(), mode=0o644)
+    result["complete"] = True
+    print(json.dumps(result, indent=2))
+    save()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,6 @@ def test_frame_runs_compile_the_fast_paths_point_network_only(demo_actor):
 @pytest.mark.slow
 def test_bench_profile_writes_the_frames_and_meshes_tables_and_traces(demo_actor, tmp_path):
     import gzip
-    import json
 
     from server.commands.bench import bench_profile
 
@@ -159,3 +159,15 @@ def test_bench_profile_writes_the_frames_and_meshes_tables_and_traces(demo_actor
         trace = json.loads(gzip.decompress((tmp_path / f"cpu_{name}_trace.json.gz").read_bytes()))
         assert any(e.get("name") == "aten::embedding_bag" for e in trace["traceEvents"])
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_figures_are_saved_as_each_one_is_measured():
+    from server.commands.bench import Figures
+
+    written = []
+    result = {"devices": {}, "complete": False}
+    result["devices"]["cpu"] = figures = Figures(lambda: written.append(json.dumps(result)))
+    figures["device"] = "cpu"
+    figures["frame"] = {"fast_seconds": 1.0}
+    assert [json.loads(w)["devices"]["cpu"] for w in written] == [{"device": "cpu"},
+                                                                 {"device": "cpu", "frame": {"fast_seconds": 1.0}}]
