@@ -5,8 +5,9 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - frame: one WxW image (256 on CPU, 512 on CUDA) of a new pose each frame (the sparse-conv encode counted, no
   cache), the body filling ~80% of the image height; median seconds per frame of each path, the ratio, and their
   agreement on the same frames (PSNR over premultiplied RGB, max alpha difference); on CUDA also per precision of
-  the fast path's point network (tf32, bf16, fp16) against the fp32 reference, and the CPU's march (segments of 8)
-  against the GPU's (one pass); "launches": the tensor operations, host read-backs and host-made tensors of one fast
+  the fast path's point network (tf32, bf16, fp16) against the fp32 reference, the CPU's march (segments of 8)
+  against the GPU's (one pass), and the fast path without the density refinement of its occupancy (whether it pays
+  on a GPU); "launches": the tensor operations, host read-backs and host-made tensors of one fast
   frame with each device's march schedule (counted the same on any device; what bounds a GPU frame);
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured, with its network points and its
@@ -28,7 +29,8 @@ synchronising runtime calls ("profile"). The profiler slows many small operation
 the wall time of the same profiled run, and the unprofiled figures with each other.
 
 --compile adds the fast path with its point network through torch.compile (FastRenderer.compile), against the same
-reference frames, with the seconds its compilation took (a warm-up frame before the timed ones). --margins
+reference frames (on CUDA per precision: fp32, tf32, bf16), with the seconds its compilation took (a warm-up frame
+before the timed ones). --margins
 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
 chosen), against the same reference frames as the frame figure (as the CUDA precisions are); --dilations "2,1;1,1"
 does the same per set of refinement dilations (cells kept around a positive density probe, per level). --quick: 128²
@@ -156,9 +158,10 @@ def side_by_side(result: dict[str, Any], times: dict[str, list[float]],
 
 def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], margin: float | None = None,
                precision: str = "fp32", dilations: tuple[int, ...] | None = None, segment: int | None = None,
-               compile: bool = False) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+               compile: bool = False, refine: bool = True) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
     """Seconds and renders per path of one WxW frame per pose (a new pose each frame, encode included); the paths
-    take turns on each pose, so a slow spell of the machine hits both."""
+    take turns on each pose, so a slow spell of the machine hits both. ``dilations``, ``segment`` and ``refine``
+    (False: no refinement of the occupancy by density) set the fast path's ``FastRenderer`` fields."""
     from server.neural_body.render_settings import RenderSettings
     from server.neural_body.volume_renderer import render_image
 
@@ -175,6 +178,8 @@ def frame_runs(network: Any, poses: list[Any], size: int, renderers: list[str], 
                 renderer = dataclasses.replace(renderer, refine_dilations=dilations)
             if segment is not None and name == "fast":
                 renderer = dataclasses.replace(renderer, segment=segment)
+            if not refine and name == "fast":
+                renderer = dataclasses.replace(renderer, refine=False)
             start = time.perf_counter()
             out = render_image(network, verts, rh, th, latent, K, R, T, size, size, renderer=renderer)
             _sync(device)
@@ -601,14 +606,20 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
         out["frame_precisions"] = {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"}
         # the CPU's march (segments of 8: fewer density queries, more launches and read-backs) against the GPU's
         out["frame_segmented"] = fast_variant(segment=CPU_MARCH_SEGMENT)
+        # whether the density refinement of the occupancy pays on a GPU (its probes and level decisions against the
+        # samples it spares a one-pass march)
+        out["frame_unrefined"] = fast_variant(refine=False)
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
-    if args.compile and "fast" in renderers:
-        start = time.perf_counter()
-        with torch.no_grad():
-            render_image_warm_up(network, poses[0], ["fast"], compile=True)
-        _sync(device)
-        compile_seconds = time.perf_counter() - start
-        out["frame_compiled"] = {**fast_variant(compile=True), "compile_seconds": round(compile_seconds, 1)}
+    if args.compile and "fast" in renderers:  # per precision on CUDA (each compiled under its own autocast)
+        compiled: dict[str, Any] = {}
+        for precision in ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32",):
+            start = time.perf_counter()
+            with torch.no_grad():
+                render_image_warm_up(network, poses[0], ["fast"], compile=True, precision=precision)
+            _sync(device)
+            compiled[precision] = {**fast_variant(compile=True, precision=precision),
+                                   "compile_seconds": round(time.perf_counter() - start, 1)}
+        out["frame_compiled"] = compiled
     if args.margins and "fast" in renderers:
         out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in args.margins}
     if args.dilations and "fast" in renderers:
@@ -654,7 +665,8 @@ def parse_dilations(text: str) -> list[tuple[int, ...]]:
     return sets
 
 
-def render_image_warm_up(network: Any, pose: Any, renderers: list[str], compile: bool = False) -> None:
+def render_image_warm_up(network: Any, pose: Any, renderers: list[str], compile: bool = False,
+                         precision: str = "fp32") -> None:
     """One small render per path so that one-time costs (allocator, kernels, a compilation) do not land on the first
     figure."""
     from server.neural_body.render_settings import RenderSettings
@@ -664,7 +676,7 @@ def render_image_warm_up(network: Any, pose: Any, renderers: list[str], compile:
     K, R, T = framing_camera(verts, 32)
     for name in renderers:
         render_image(network, verts, rh, th, latent, K, R, T, 32, 32,
-                     renderer=RenderSettings(name, compile=compile).image_renderer())
+                     renderer=RenderSettings(name, precision=precision, compile=compile).image_renderer())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -115,13 +115,28 @@ def test_sweep_settings_parse_and_bad_ones_are_named_before_anything_runs(capsys
 
 
 @pytest.mark.slow
-def test_frame_runs_apply_the_dilations_to_the_fast_path_only(demo_actor):
+def test_frame_runs_apply_the_dilations_and_the_refinement_to_the_fast_path_only(demo_actor, monkeypatch):
+    from server.neural_body.fast_renderer import FastRenderer
+
+    refining = FastRenderer.refined_occupancy
+    calls = []
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return refining(self, *args, **kwargs)
+
+    monkeypatch.setattr(FastRenderer, "refined_occupancy", counted)
     poses = _poses(demo_actor, 1)
     # 256²: enough samples per probe for the 2 cm level to pay (REFINE_MIN_SAMPLES_PER_PROBE)
     _, wide = frame_runs(demo_actor.network, poses, 256, ["fast"], dilations=(3,))
     _, narrow = frame_runs(demo_actor.network, poses, 256, ["fast"], dilations=(0,))
     # no cells kept around the positive probes loses the thin parts (whole rays): the setting reached the renderer
     assert float(np.abs(wide["fast"][0].opacity - narrow["fast"][0].opacity).max()) > 0.1
+    # without the refinement: the body occupancy alone, the same image (the refinement only skips empty samples)
+    refined_frames = len(calls)
+    _, unrefined = frame_runs(demo_actor.network, poses, 256, ["fast"], refine=False)
+    assert refined_frames == 2 and len(calls) == 2  # the unrefined frame never refined
+    assert float(np.abs(wide["fast"][0].opacity - unrefined["fast"][0].opacity).max()) < 0.02
 
 
 @pytest.mark.slow
