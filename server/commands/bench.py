@@ -5,10 +5,10 @@ On the bundled demo actor (or --actor), per device (CPU always, CUDA when availa
 - frame: one WxW image (256 on CPU, 512 on CUDA) of a new pose each frame (the sparse-conv encode counted, no
   cache), the body filling ~80% of the image height; median seconds per frame of each path, the ratio, and their
   agreement on the same frames (PSNR over premultiplied RGB, max alpha difference); on CUDA also per precision of
-  the fast path's point network (tf32, bf16, fp16) against the fp32 reference, the CPU's march (segments of 8)
-  against the GPU's (one pass), and the fast path without the density refinement of its occupancy (whether it pays
-  on a GPU); "launches": the tensor operations, host read-backs and host-made tensors of one fast
-  frame with each device's march schedule (counted the same on any device; what bounds a GPU frame);
+  the fast path's point network (tf32, bf16, fp16) against the fp32 reference, the CPU's march (segments of 8) and
+  segments of 16 and 32 against the GPU's (one pass), and the fast path without the density refinement of its
+  occupancy (whether it pays on a GPU); "launches": the tensor operations, host read-backs and host-made tensors of
+  one fast frame with each device's march schedule (counted the same on any device; what bounds a GPU frame);
 - views: one pose from new cameras (orbit, live preview), each path with its per-pose cache, same figures;
 - mesh: a 5 mm mesh of one pose, coarse to fine inside the occupancy (measured, with its network points and its
   counted operations, read-backs and host-made tensors) vs the dense grid (measured on a coarser grid and
@@ -605,7 +605,8 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
     if device.type == "cuda" and "fast" in renderers:  # the point network's precision: speed and agreement each
         out["frame_precisions"] = {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"}
         # the CPU's march (segments of 8: fewer density queries, more launches and read-backs) against the GPU's
-        out["frame_segmented"] = fast_variant(segment=CPU_MARCH_SEGMENT)
+        # and segments between the two (a read-back per segment, fewer density queries behind the surface)
+        out["frame_segmented"] = {str(k): fast_variant(segment=k) for k in (CPU_MARCH_SEGMENT, 16, 32)}
         # whether the density refinement of the occupancy pays on a GPU (its probes and level decisions against the
         # samples it spares a one-pass march)
         out["frame_unrefined"] = fast_variant(refine=False)
