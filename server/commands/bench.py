@@ -575,8 +575,6 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
     import torch
 
     from server.neural_body.actor import load_actor
-    from server.neural_body.config import CPU_MARCH_SEGMENT, PRECISIONS
-
     device = torch.device(device_name)
     actor = load_actor(actor_dir, device)
     network = actor.network
@@ -602,25 +600,12 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
 
     if "fast" in renderers:
         out["frame"]["launches"] = frame_launches(network, poses[0], size)
-    if device.type == "cuda" and "fast" in renderers:  # the point network's precision: speed and agreement each
-        out["frame_precisions"] = {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"}
-        # the CPU's march (segments of 8: fewer density queries, more launches and read-backs) against the GPU's
-        # and segments between the two (a read-back per segment, fewer density queries behind the surface)
-        out["frame_segmented"] = {str(k): fast_variant(segment=k) for k in (CPU_MARCH_SEGMENT, 16, 32)}
-        # whether the density refinement of the occupancy pays on a GPU (its probes and level decisions against the
-        # samples it spares a one-pass march)
-        out["frame_unrefined"] = fast_variant(refine=False)
+    if device.type == "cuda" and "fast" in renderers:
+        out.update(gpu_frame_variants(fast_variant))
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
     if args.compile and "fast" in renderers:  # per precision on CUDA (each compiled under its own autocast)
-        compiled: dict[str, Any] = {}
-        for precision in ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32",):
-            start = time.perf_counter()
-            with torch.no_grad():
-                render_image_warm_up(network, poses[0], ["fast"], compile=True, precision=precision)
-            _sync(device)
-            compiled[precision] = {**fast_variant(compile=True, precision=precision),
-                                   "compile_seconds": round(time.perf_counter() - start, 1)}
-        out["frame_compiled"] = compiled
+        out["frame_compiled"] = compiled_frame_variants(
+            network, poses[0], fast_variant, ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32",))
     if args.margins and "fast" in renderers:
         out["margins"] = {f"{m:g}": fast_variant(margin=m) for m in args.margins}
     if args.dilations and "fast" in renderers:
@@ -631,6 +616,35 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
         out["profile"] = bench_profile(network, poses[-1], size, args.profile)
     if "fast" in renderers:
         out["http"] = bench_http(actor_dir, device, poses[0], 256, repeats)
+    return out
+
+
+def gpu_frame_variants(fast_variant: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The fast path's settings a GPU run compares (``fast_variant(**setting)`` measures one against the reference
+    frames): each precision of the point network; the CPU's march (segments of 8: fewer density queries, more
+    launches and read-backs) and segments of 16 and 32 against the GPU's one pass; the occupancy without its density
+    refinement (whether the probes and level decisions pay beside a one-pass march)."""
+    from server.neural_body.config import CPU_MARCH_SEGMENT, PRECISIONS
+
+    return {"frame_precisions": {p: fast_variant(precision=p) for p in PRECISIONS if p != "fp32"},
+            "frame_segmented": {str(k): fast_variant(segment=k) for k in (CPU_MARCH_SEGMENT, 16, 32)},
+            "frame_unrefined": fast_variant(refine=False)}
+
+
+def compiled_frame_variants(network: Any, pose: Any, fast_variant: Callable[..., dict[str, Any]],
+                            precisions: tuple[str, ...]) -> dict[str, Any]:
+    """The fast path with its point network compiled, per precision: the compilation timed apart (a warm-up frame
+    under that precision's autocast), then ``fast_variant``'s frames."""
+    import torch
+
+    out = {}
+    for precision in precisions:
+        start = time.perf_counter()
+        with torch.no_grad():
+            render_image_warm_up(network, pose, ["fast"], compile=True, precision=precision)
+        _sync(network.c.weight.device)
+        seconds = time.perf_counter() - start
+        out[precision] = {**fast_variant(compile=True, precision=precision), "compile_seconds": round(seconds, 1)}
     return out
 
 

@@ -186,3 +186,31 @@ def test_figures_are_saved_as_each_one_is_measured():
     figures["frame"] = {"fast_seconds": 1.0}
     assert [json.loads(w)["devices"]["cpu"] for w in written] == [{"device": "cpu"},
                                                                  {"device": "cpu", "frame": {"fast_seconds": 1.0}}]
+
+
+@pytest.mark.slow
+def test_the_gpu_runs_frame_variants_and_compiled_precisions_measure_each_setting(demo_actor):
+    """What ``bench --device cuda`` adds to the frame figure (run here on the CPU, at 24²): every setting measured
+    against the reference frames, each agreeing with them."""
+    from server.commands.bench import compiled_frame_variants, gpu_frame_variants
+
+    poses = _poses(demo_actor, 1)
+    times, renders = frame_runs(demo_actor.network, poses, 24, ["reference"])
+    settings = []
+
+    def fast_variant(**setting):
+        settings.append(setting)
+        t, r = frame_runs(demo_actor.network, poses, 24, ["fast"], **setting)
+        return side_by_side({**setting}, {**t, **times}, {**r, **renders})
+
+    variants = gpu_frame_variants(fast_variant)
+    assert sorted(variants["frame_precisions"]) == ["bf16", "fp16", "tf32"]
+    assert sorted(variants["frame_segmented"]) == ["16", "32", "8"]
+    assert variants["frame_unrefined"]["refine"] is False
+    compiled = compiled_frame_variants(demo_actor.network, poses[0], fast_variant, ("fp32",))
+    assert compiled["fp32"]["compile_seconds"] > 0 and compiled["fp32"]["compile"] is True
+    measured = [*variants["frame_precisions"].values(), *variants["frame_segmented"].values(),
+                variants["frame_unrefined"], compiled["fp32"]]
+    assert len(measured) == len(settings) == 8
+    for figure in measured:
+        assert figure["fast_seconds"] > 0 and figure["agreement"]["min_psnr_premultiplied_db"] >= 40
