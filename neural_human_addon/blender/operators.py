@@ -24,7 +24,10 @@ from .bone_map_editor import edited_map_for
 from .job_results import MeshResults, RenderResults
 from .preferences import addon_preferences, make_client
 
-SERVER_START_WAIT_S = 60.0
+# How long "Start Local Server" waits for the server to answer: a server that compiles its point network before it
+# listens (`serve --compile`) or imports torch on a busy machine takes a while; a start command that exits is reported
+# at once, whatever this says.
+SERVER_START_WAIT_S = 180.0
 
 
 
@@ -176,10 +179,12 @@ class NEURALHUMAN_OT_start_server(bpy.types.Operator):
         try:
             argv = shlex.split(prefs.server_command)
             workdir = bpy.path.abspath(prefs.server_workdir) if prefs.server_workdir else None
-            subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, start_new_session=True)  # noqa: S603
+            process = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL,  # noqa: S603
+                                       start_new_session=True)
             client = make_client(context)
         except (ValueError, OSError, ServerError) as err:
             return _fail(self, context, UserError(f"Could not start the server ({prefs.server_command!r}): {err}"))
+        command = prefs.server_command
 
         def wait_for_server() -> tuple[dict, list]:
             deadline = time.monotonic() + SERVER_START_WAIT_S
@@ -189,6 +194,10 @@ class NEURALHUMAN_OT_start_server(bpy.types.Operator):
                 except ServerError as err:
                     if err.kind not in ("unreachable", "timeout") or time.monotonic() > deadline:
                         raise
+                code = process.poll()
+                if code is not None:
+                    raise UserError(f"The start command ({command!r}) exited with code {code} before the server "
+                                    "answered; run it in a terminal to see why.")
                 time.sleep(0.5)
 
         _status(context).connection = "Starting the local server ..."

@@ -6,6 +6,8 @@ Timers do not fire in background Blender, so the tests apply worker results by c
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ from PIL import Image
 from server.commands.demo_scene import ADDON, enable_addon
 from server.inference.limits import BUNDLED_ACTORS_DIR
 from tests.addon import demo_body
-from tests.server.live_server import free_port, running_server
+from tests.server.live_server import REPO, free_port, running_server, server_python
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 ACTOR = "demo"
@@ -204,6 +206,40 @@ def test_dead_server_gives_a_clear_message_and_no_hang(addon, scene) -> None:
     status = bpy.context.window_manager.neural_human
     assert not status.connected
     assert "No Neural Human server" in status.connection and "python -m server serve" in status.connection
+
+
+def test_start_server_reports_a_start_command_that_exits_at_once(addon, scene) -> None:
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.server_url = f"http://127.0.0.1:{free_port()}"
+    prefs.server_command = f"{shlex.quote(sys.executable)} -c 'raise SystemExit(3)'"
+    try:
+        assert bpy.ops.neural_human.start_server() == {"FINISHED"}
+        wait(addon, 30)  # at once, not after the minutes the add-on gives a server that is still starting
+    finally:
+        prefs.server_command = ""
+    status = bpy.context.window_manager.neural_human
+    assert not status.connected
+    assert "exited with code 3" in status.connection and "run it in a terminal" in status.connection
+
+
+def test_start_server_waits_for_a_server_that_compiles_before_it_listens(addon, scene, tmp_path: Path) -> None:
+    """"Start Local Server" with `serve --compile` in the start command: the add-on waits while the server compiles
+    its point network (it listens only then) and connects."""
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    port, token = free_port(), "start-server-token-0123456789"
+    prefs.server_url, prefs.token = f"http://127.0.0.1:{port}", token
+    prefs.server_workdir = str(REPO)
+    prefs.server_command = shlex.join([server_python(), "-m", "server", "serve", "--port", str(port), "--device", "cpu",
+                                       "--token", token, "--jobs-dir", str(tmp_path / "jobs"), "--compile"])
+    try:
+        assert bpy.ops.neural_human.start_server() == {"FINISHED"}
+        wait(addon, 240)
+        status = bpy.context.window_manager.neural_human
+        assert status.connected, status.connection
+        assert scene.neural_human.actor == ACTOR  # the bundled actors, listed
+    finally:
+        prefs.server_command, prefs.server_workdir = "", ""
+        subprocess.run(["pkill", "-f", f"server serve --port {port} "], check=False)
 
 
 def test_file_load_cancels_running_jobs(addon, server, tmp_path: Path) -> None:
