@@ -30,8 +30,9 @@ the wall time of the same profiled run, and the unprofiled figures with each oth
 
 --compile adds the fast path with its point network through torch.compile (FastRenderer.compile), against the same
 reference frames (on CUDA per precision: fp32, tf32, bf16), with the seconds its compilation took (a warm-up frame
-before the timed ones). --margins
-0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
+before the timed ones).
+
+--margins 0.03,0.05,... adds the speed and agreement of the fast path per occupancy margin (how the default was
 chosen), against the same reference frames as the frame figure (as the CUDA precisions are); --dilations "2,1;1,1"
 does the same per set of refinement dilations (cells kept around a positive density probe, per level). --quick: 128²
 frames, two poses, one repeat.
