@@ -141,7 +141,7 @@ test-blender-all: setup addon
 # For a GPU machine without a package registry: `make gpu-site` (here) packs the server's packages that such a machine
 # lacks besides torch, numpy, scipy and scikit-image (spconv and its build helpers, smplx, PyMCubes, the HTTP stack:
 # GPU_SITE_PACKAGES, at the versions of constraints.txt) for its Python (GPU_PYTHON_VERSION) into
-# dist/gpu-site-py$(GPU_PYTHON_VERSION).tar.xz (~45 MB); there, unpack it and put it on PYTHONPATH (README, "Speed").
+# dist/gpu-site-py$(GPU_PYTHON_VERSION).tar.xz (~50 MB); there, unpack it and put it on PYTHONPATH (README, "Speed").
 GPU_PY ?= $(PY)
 GPU_OUT ?= gpu_check
 GPU_PYTHON_VERSION ?= 3.12

@@ -602,7 +602,8 @@ def bench_device(actor_dir: Path, device_name: str, args: argparse.Namespace,
     if "fast" in renderers:
         out["frame"]["launches"] = frame_launches(network, poses[0], size)
     if device.type == "cuda" and "fast" in renderers:
-        out.update(gpu_frame_variants(fast_variant))
+        for key, figure in gpu_frame_variants(fast_variant).items():
+            out[key] = figure  # one by one: Figures saves on each item set (dict.update would bypass it)
     out["views"] = bench_views(network, poses[0], size, renderers, 2 if args.quick else 4)
     if args.compile and "fast" in renderers:  # per precision on CUDA (each compiled under its own autocast)
         out["frame_compiled"] = compiled_frame_variants(

@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         if farm is not None:
             farm.close()
         return fail(f"--jobs-dir {jobs_dir}: {err}")
-    if settings.compile and settings.fast:
+    if settings.compile:  # (check_arguments refused it beside the reference path)
         print("compiling the fast path's point network (torch.compile) ...", flush=True)
         seconds = settings.compile_point_network(device)
         print(f"compiled the point network in {seconds:.1f} s", flush=True)

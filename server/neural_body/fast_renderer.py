@@ -288,7 +288,7 @@ class FastRenderer:
     def _colour(self, network: NeuralBodyNetwork, trunk: torch.Tensor, wpts: torch.Tensor, viewdir: torch.Tensor,
                 latent_index: int) -> torch.Tensor:
         """sigmoid(colour head) for (N,256) trunk outputs at world points (N,3) seen along viewdir (N,3)."""
-        colour_fn = _compiled(_colour) if self.compile else _colour
+        colour_fn = _compiled(_colour_rgb) if self.compile else _colour_rgb
         with self._autocast(trunk.device):
             step = self._chunk(trunk.device)
             layer = network.colour_layer(latent_index)
@@ -307,7 +307,7 @@ def _trunk_and_density(network: NeuralBodyNetwork, first: FirstLayer,
     return net, network.density_head(net)[:, 0]
 
 
-def _colour(network: NeuralBodyNetwork, layer: ColourLayer, trunk: torch.Tensor, wpts: torch.Tensor,
+def _colour_rgb(network: NeuralBodyNetwork, layer: ColourLayer, trunk: torch.Tensor, wpts: torch.Tensor,
             viewdir: torch.Tensor) -> torch.Tensor:
     """sigmoid(colour head) (N,3) float32 for one appearance code's ``layer``."""
     return torch.sigmoid(network.color_head(trunk, wpts, viewdir, 0, layer).float())

@@ -31,8 +31,9 @@ from neural_human_addon.core.atomic_files import atomic_path
 
 T = TypeVar("T")
 
-# CUDA runtime calls that make the host wait for the device
-_SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ")
+# CUDA runtime calls that make the host wait for the device (a read-back is an asynchronous copy, then a stream
+# synchronisation; cudaMemcpy itself blocks)
+_SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"})
 TABLE_ROWS = 40
 
 
@@ -87,7 +88,7 @@ def profile_work(fn: Callable[[], T], device: torch.device) -> tuple[T, Profile]
                        if e.device_type == torch.autograd.DeviceType.CUDA)
         kernels = len(spans)
         busy = _union_length(spans) / 1000  # µs → ms
-    syncs = sum(1 for e in events if e.name.startswith(_SYNC_CALLS))
+    syncs = sum(1 for e in events if e.name in _SYNC_CALLS)
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=TABLE_ROWS, max_name_column_width=60)
     return result, Profile(wall_ms, busy, kernels, syncs, table, prof)
