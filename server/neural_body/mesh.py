@@ -76,15 +76,14 @@ def grid_axes(bounds: np.ndarray, voxel_size: float) -> list[np.ndarray]:
     return [b[0, k] + voxel_size * np.arange(counts[k]) for k in range(3)]
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (N,3) float32 (zero for unreferenced vertices)."""
-    v = np.asarray(vertices, np.float64)
-    tri = v[faces]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2·area
-    corners = np.asarray(faces).reshape(-1)  # each face's normal added to its three vertices
-    normals = np.stack([np.bincount(corners, np.repeat(face_n[:, k], 3), len(v)) for k in range(3)], axis=1)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return (normals / np.maximum(length, 1e-20)).astype(np.float32)
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals (N,3) float32 on the tensors' device (zero for unreferenced vertices)."""
+    tri = vertices.float()[faces.long()]  # (M,3,3)
+    face_n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2·area
+    normals = torch.zeros_like(vertices, dtype=torch.float32)
+    for corner in range(3):  # each face's normal added to its three vertices
+        normals.index_add_(0, faces[:, corner].long(), face_n)
+    return normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
 
 def marching_cubes(volume: np.ndarray, threshold: float, origin: np.ndarray,
@@ -93,7 +92,11 @@ def marching_cubes(volume: np.ndarray, threshold: float, origin: np.ndarray,
     ``threshold`` are inside: (vertices metres float32, faces int32 with outward normals)."""
     padded = closed_volume(np.asarray(volume, np.float64), threshold)
     verts, faces = mcubes.marching_cubes(padded, float(threshold))
-    return grid_mesh(verts, faces, volume.shape, origin, voxel_size)
+    verts, faces = grid_mesh(torch.from_numpy(verts), torch.from_numpy(faces.astype(np.int64)), volume.shape, origin,
+                             voxel_size)
+    if len(faces) and signed_volume(verts, faces) < 0:  # the library's own convention: outward normals here
+        faces = np.ascontiguousarray(faces[:, ::-1])
+    return verts, faces
 
 
 def closed_volume(volume: Any, threshold: float) -> Any:
@@ -105,19 +108,16 @@ def closed_volume(volume: Any, threshold: float) -> Any:
     return np.pad(volume, 1, constant_values=fill)
 
 
-def grid_mesh(verts: np.ndarray, faces: np.ndarray, shape: tuple[int, ...], origin: np.ndarray,
+def grid_mesh(verts: torch.Tensor, faces: torch.Tensor, shape: tuple[int, ...], origin: np.ndarray,
               voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes' output on a ``closed_volume`` of a (X,Y,Z) grid → (vertices metres float32, faces int32
-    with outward normals)."""
+    """Marching cubes' output on a ``closed_volume`` of a (X,Y,Z) grid (vertices in the padded grid's units, on any
+    device) → (vertices metres float32, faces int32) on the host."""
     if len(faces) == 0:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
     # Vertices of the closing cap lie between the last sample and the border: clamp them onto the grid's faces.
-    verts = np.clip(np.asarray(verts, np.float64) - 1.0, 0.0, np.array(shape, np.float64) - 1.0)
-    verts = (np.asarray(origin, np.float64) + verts * voxel_size).astype(np.float32)
-    faces = np.asarray(faces, dtype=np.int64)
-    if signed_volume(verts, faces) < 0:  # orientation depends on the library's convention; fix it here
-        faces = faces[:, ::-1]
-    return verts, np.ascontiguousarray(faces, dtype=np.int32)
+    verts = verts.double() - 1.0
+    metres = torch.stack([float(origin[k]) + verts[:, k].clamp(0.0, shape[k] - 1.0) * voxel_size for k in range(3)], 1)
+    return metres.float().cpu().numpy(), faces.int().cpu().numpy()
 
 
 def extract_mesh_from_density(
@@ -177,26 +177,27 @@ def extract_mesh(
             else:
                 mesh = surface(density, sparse_input)
             if colors and len(mesh.vertices):
-                mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk, torch)
+                mesh.colors = _vertex_colors(network, volumes, sparse_input, latent_index, mesh, chunk)
     finally:
         network.train(was_training)
     return mesh
 
 
 def _vertex_colors(network: NeuralBodyNetwork, volumes: list[torch.Tensor], sparse_input: SparseInput,
-                   latent_index: int, mesh: Mesh, chunk: int, torch: Any) -> np.ndarray:
-    """sigmoid(colour head) at each vertex, seen from outside along the normal (view direction = −normal)."""
+                   latent_index: int, mesh: Mesh, chunk: int) -> np.ndarray:
+    """sigmoid(colour head) at each vertex, seen from outside along the normal (view direction = −normal), worked
+    out on the network's device and read back once."""
     device = network.c.weight.device
-    normals = vertex_normals(mesh.vertices, mesh.faces)
-    normals[np.linalg.norm(normals, axis=1) < 0.5] = (0.0, 0.0, 1.0)  # unreferenced vertices: any unit vector
-    out = np.empty((len(mesh.vertices), 3), np.uint8)
-    for start in range(0, len(mesh.vertices), chunk):
-        wpts = torch.from_numpy(mesh.vertices[start:start + chunk]).to(device)
-        viewdir = torch.from_numpy(-normals[start:start + chunk]).to(device)
-        raw = network.calculate_density_color(wpts, viewdir, volumes, sparse_input, latent_index)
-        rgb = torch.sigmoid(raw[:, :3]).float().cpu().numpy()
-        out[start:start + len(rgb)] = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
-    return out
+    vertices = torch.from_numpy(mesh.vertices).to(device)
+    normals = vertex_normals(vertices, torch.from_numpy(mesh.faces).to(device))
+    unreferenced = normals.norm(dim=1) < 0.5
+    normals[:, 2] += unreferenced.float()  # any unit vector for a vertex no face uses
+    out = torch.empty((len(vertices), 3), dtype=torch.uint8, device=device)
+    for start in range(0, len(vertices), chunk):
+        raw = network.calculate_density_color(vertices[start:start + chunk], -normals[start:start + chunk], volumes,
+                                              sparse_input, latent_index)
+        out[start:start + len(raw)] = (torch.sigmoid(raw[:, :3]).float() * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return out.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------- PLY

@@ -2,8 +2,9 @@
 
 ``extract_mesh_coarse_to_fine(network, sparse_input, latent_index, *, voxel_size=0.005, threshold=5.0, colors=True,
 occupancy=None, levels=None, encode=None) -> Mesh`` (``encode`` defaults to the fast path's ``FeatureTables``) gives
-the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same classic
-marching-cubes cases and colours) while evaluating the network on a small part of that grid:
+the surface of ``mesh.extract_mesh`` (the same grid over the posed world box, the same iso-level, the same vertices
+and colours; triangles differ from PyMCubes' only where a cell's face is ambiguous) while evaluating the network on
+a small part of that grid:
 
 1. the grid at ``2**(levels-1)`` times the voxel size (at most 2 cm: ``levels_for``), only at points inside the
    occupancy (points outside are empty);
@@ -13,11 +14,11 @@ marching-cubes cases and colours) while evaluating the network on a small part o
    interpolated grid crosses it, then the surface is followed cell by cell wherever the true values move it
    (a straddling cell with a queried corner gets all its corners queried), until no such cell lacks one. Every
    other point is away from the surface, so its side of the iso-level is already known;
-3. marching cubes on the finest grid, scanning only the cells that straddle the iso-level; colours only at the
-   final vertices.
+3. marching cubes on the finest grid, scanning only the cells that straddle the iso-level (``marching_cubes``, on
+   the device); colours only at the final vertices.
 
-The grids and their bookkeeping live on the network's device (a GPU reads back only the sizes of the point sets it
-queries, and the finest grid once for marching cubes).
+The grids, their bookkeeping and marching cubes live on the network's device (a GPU reads back only the sizes of
+the point sets it queries and the finished mesh).
 
 ``density_levels(density_fn, inside_fn, bounds, voxel_size, threshold, levels, device) -> (volume, origin,
 evaluated)`` is the grid core for any density of world points (torch tensors in and out); ``evaluated`` counts the
@@ -32,10 +33,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.measure import marching_cubes as skimage_marching_cubes
 
 from server.neural_body.config import point_chunk
 from server.neural_body.feature_tables import FeatureTables
+from server.neural_body.marching_cubes import any_corner, closed_marching_cubes, straddling_cells
 from server.neural_body.mesh import (
     QUERY_CHUNK,
     THRESHOLD,
@@ -158,7 +159,7 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
 
     The first step (the whole band) runs on the dense grids; the steps after it touch a few thousand points at most
     and run on their lists."""
-    cells = straddling_cells(volume, threshold) & _any_corner(queried)
+    cells = straddling_cells(volume, threshold) & any_corner(queried)
     changed = torch.nonzero((_cell_corners(cells) & ~exact).view(-1)).squeeze(1)
     shape, cell_shape = tuple(volume.shape), tuple(s - 1 for s in volume.shape)
     # a cell's flat index → its 8 corners' flat indices, by adding these offsets to the flat index of its first corner
@@ -181,14 +182,6 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
     return evaluated
 
 
-def _any_corner(points: torch.Tensor) -> torch.Tensor:
-    """(X,Y,Z) bool on points → (X-1,Y-1,Z-1) bool on cells: some corner of the cell is set."""
-    for axis in range(3):
-        n = points.shape[axis] - 1
-        points = points.narrow(axis, 0, n) | points.narrow(axis, 1, n)
-    return points
-
-
 def _cell_corners(cells: torch.Tensor) -> torch.Tensor:
     """(X-1,Y-1,Z-1) bool on cells → (X,Y,Z) bool on points: the corners of the set cells."""
     for axis in range(3):
@@ -200,12 +193,6 @@ def _cell_corners(cells: torch.Tensor) -> torch.Tensor:
         out.narrow(axis, 1, n).logical_or_(cells)
         cells = out
     return cells
-
-
-def straddling_cells(volume: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(X-1,Y-1,Z-1) bool: the cells of ``volume`` whose corners lie on both sides of ``threshold``."""
-    above = volume > threshold
-    return _any_corner(above) & _any_corner(~above)
 
 
 def _dilated(mask: torch.Tensor, block: bool) -> torch.Tensor:
@@ -230,16 +217,10 @@ def _active_points(volume: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def surface_marching_cubes(volume: torch.Tensor, threshold: float, origin: np.ndarray,
                            voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """``mesh.marching_cubes`` of a (X,Y,Z) tensor, its cells scanned only where they straddle the iso-level (found
-    on the tensor's device): scikit-image's marching cubes with the classic (Lorensen) cases, as PyMCubes, and a
-    mask of those cells; the same vertices, a fraction of the scan."""
-    padded = closed_volume(volume, threshold)
-    cells = torch.zeros(padded.shape, dtype=torch.bool, device=padded.device)
-    cells[1:, 1:, 1:] = straddling_cells(padded, threshold)  # scikit-image names a cell by its upper corner
-    if not bool(cells.any()):
-        return grid_mesh(np.zeros((0, 3)), np.zeros((0, 3)), tuple(volume.shape), origin, voxel_size)
-    verts, faces, _, _ = skimage_marching_cubes(padded.cpu().numpy(), float(threshold), method="lorensen",
-                                                mask=cells.cpu().numpy())
+    """``mesh.marching_cubes`` of a (X,Y,Z) tensor on the tensor's device, scanning only the cells that straddle the
+    iso-level (``marching_cubes.closed_marching_cubes``): the same vertices as the dense grid's PyMCubes, a closed
+    mesh, and only the mesh comes back to the host."""
+    verts, faces = closed_marching_cubes(closed_volume(volume, threshold), threshold)
     return grid_mesh(verts, faces, tuple(volume.shape), origin, voxel_size)
 
 

@@ -84,7 +84,7 @@ def test_network_mesh_uses_batch_stats_and_colours_the_vertices():
     torch.testing.assert_close(network.xyzc_net.conv0[1].running_mean, running)  # buffers untouched
     assert not network.training
     # colours = sigmoid(rgb head) at the vertices viewed along −normal
-    normals = mesh_mod.vertex_normals(mesh.vertices, mesh.faces)
+    normals = mesh_mod.vertex_normals(torch.from_numpy(mesh.vertices), torch.from_numpy(mesh.faces)).numpy()
     with torch.no_grad():
         raw = network.calculate_density_color(torch.from_numpy(mesh.vertices[:5]), torch.from_numpy(-normals[:5]),
                                               volumes, sparse, 1)

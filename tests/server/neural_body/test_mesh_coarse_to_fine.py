@@ -1,5 +1,5 @@
 """The coarse-to-fine grid's core on analytic bodies (fast): its grid masks against their definitions, the grid and
-the masked marching cubes against the dense grid and PyMCubes, and how often the grid reads back from the device.
+the device's marching cubes against the dense grid and PyMCubes, and how often the grid reads back from the device.
 The demo actor's mesh against the dense one is in test_fast_path.py (and on CUDA in test_cuda.py)."""
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from server.neural_body.launch_count import count_launches
+from server.neural_body.marching_cubes import any_corner, straddling_cells
 from server.neural_body.mesh import extract_mesh_from_density, marching_cubes
-from server.neural_body.mesh_coarse_to_fine import (
-    _any_corner,
-    _cell_corners,
-    _dilated,
-    density_levels,
-    straddling_cells,
-    surface_marching_cubes,
-)
+from server.neural_body.mesh_coarse_to_fine import _cell_corners, _dilated, density_levels, surface_marching_cubes
 
 THRESHOLD = 5.0
 BOX = np.array([[-0.3, -0.25, -0.2], [0.35, 0.25, 0.45]])
@@ -63,7 +57,7 @@ def test_grid_masks_are_their_definitions():
     corners = [above[i:i + 6, j:j + 8, k:k + 5] for i, j, k in itertools.product((0, 1), repeat=3)]
     straddle = np.logical_or.reduce(corners) & ~np.logical_and.reduce(corners)
     assert np.array_equal(straddling_cells(torch.from_numpy(volume), 0.2).numpy(), straddle)
-    assert np.array_equal(_any_corner(torch.from_numpy(above)).numpy(), np.logical_or.reduce(corners))
+    assert np.array_equal(any_corner(torch.from_numpy(above)).numpy(), np.logical_or.reduce(corners))
     cells = torch.from_numpy(straddle)
     expected = np.zeros_like(above)
     for i, j, k in itertools.product((0, 1), repeat=3):
@@ -94,7 +88,7 @@ def test_coarse_to_fine_grid_is_the_dense_grid_where_it_matters(voxel):
     assert cKDTree(theirs[0]).query(mine[0])[0].max() < 1e-6  # the same vertices (edge crossings)
 
 
-def test_masked_marching_cubes_closes_the_surface_at_the_box_and_handles_no_surface():
+def test_surface_marching_cubes_closes_the_surface_at_the_box_and_handles_no_surface():
     volume, origin, _ = density_levels(body_density, everywhere, np.array([[-0.1, -0.1, -0.1], [0.1, 0.1, 0.1]]),
                                        voxel_size=0.01, threshold=THRESHOLD)  # the torso pokes out of this box
     verts, faces = surface_marching_cubes(volume, THRESHOLD, origin, 0.01)
