@@ -308,7 +308,7 @@ def _trunk_and_density(network: NeuralBodyNetwork, first: FirstLayer,
 
 
 def _colour_rgb(network: NeuralBodyNetwork, layer: ColourLayer, trunk: torch.Tensor, wpts: torch.Tensor,
-            viewdir: torch.Tensor) -> torch.Tensor:
+                viewdir: torch.Tensor) -> torch.Tensor:
     """sigmoid(colour head) (N,3) float32 for one appearance code's ``layer``."""
     return torch.sigmoid(network.color_head(trunk, wpts, viewdir, 0, layer).float())
 

@@ -10,8 +10,9 @@ mesh is closed: two cells sharing a face cut it the same way.
 The case table is derived from the cube, not typed in (``case_table()``): on each face of a cell the crossed edges
 are joined in pairs (on a face with two diagonal inside corners, each inside corner is cut off on its own, as the
 classic table's case 3), the segments oriented so that the inside lies on their right seen from outside the cell,
-chained into loops and each loop fanned into triangles. A rule that depends only on a face's own corners makes
-neighbouring cells agree, which the classic (Lorensen) table does not guarantee.
+chained into loops, and each loop triangulated with no inner side along a cell face (a neighbour could put a side
+between the same two vertices). A rule that depends only on a face's own corners makes neighbouring cells agree,
+which the classic (Lorensen) table does not guarantee.
 
 Each vertex belongs to the cell whose first corner starts its edge, so vertices are numbered by a cumulative sum
 over the scanned cells, with no sort; a GPU reads back three sizes (cells, triangles, vertices) and one check.
@@ -151,7 +152,10 @@ def any_corner(points: torch.Tensor) -> torch.Tensor:
 
 def straddling_cells(volume: torch.Tensor, threshold: float) -> torch.Tensor:
     """(X-1,Y-1,Z-1) bool: the cells of ``volume`` whose corners lie on both sides of ``threshold``."""
-    above = volume > threshold
+    return _straddling(volume > threshold)
+
+
+def _straddling(above: torch.Tensor) -> torch.Tensor:
     return any_corner(above) & any_corner(~above)
 
 
@@ -176,7 +180,7 @@ def closed_marching_cubes(volume: torch.Tensor, threshold: float,
     table, counts, edge_axis, edge_start, corner_offsets, unit = _device_tables(device)
     sx, sy, sz = volume.shape
     if cells is None:
-        cells = straddling_cells(volume, threshold)
+        cells = _straddling(above)
     cell_index = torch.nonzero(cells)  # (N,3), C order
     if len(cell_index) == 0:
         return (torch.zeros((0, 3), dtype=torch.float32, device=device),
