@@ -115,3 +115,17 @@ def test_the_server_renders_on_cuda(tmp_path):
         assert r.status_code == 200, r.text
         rgba = np.load(io.BytesIO(r.content))["rgba"]
         assert rgba.shape == (48, 64, 4) and rgba[..., 3].max() > 0.5
+
+
+def test_marching_cubes_on_cuda_is_the_cpus_mesh():
+    """The mesher's marching cubes on the GPU: the same faces and vertices as on the CPU, on noise full of ambiguous
+    faces (the case table, the vertex numbering and the cell lookups are integer work: exact on every device)."""
+    from server.neural_body.marching_cubes import closed_marching_cubes
+    from server.neural_body.mesh import closed_volume
+
+    volume = closed_volume(torch.from_numpy(np.random.default_rng(2).normal(size=(40, 36, 44)).astype(np.float32)),
+                           0.2)
+    verts, faces = closed_marching_cubes(volume, 0.2)
+    verts_gpu, faces_gpu = closed_marching_cubes(volume.cuda(), 0.2)
+    assert faces_gpu.is_cuda and torch.equal(faces_gpu.cpu(), faces) and len(faces) > 10_000
+    torch.testing.assert_close(verts_gpu.cpu(), verts)
