@@ -4,7 +4,7 @@
 iso-surface of a (X,Y,Z) grid whose outermost samples are all outside (below ``threshold``, as
 ``mesh.closed_volume`` makes them), scanning only ``cells`` (bool (X-1,Y-1,Z-1); default: every cell that straddles
 the iso-level). Vertices are in grid units (sample (i,j,k) at (i,j,k)), one per crossed grid edge, placed by linear
-interpolation as every marching cubes; faces are counter-clockwise seen from outside (outward normals), and the
+interpolation as in any marching cubes; faces are counter-clockwise seen from outside (outward normals), and the
 mesh is closed: two cells sharing a face cut it the same way.
 
 The case table is derived from the cube, not typed in (``case_table()``): on each face of a cell the crossed edges
