@@ -18,6 +18,7 @@ The corner rows and trilinear weights of every level come from one set of tensor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.neural_body.device_values import device_values
+
 # corner c of a cell takes +1 on axis k (x, y, z) when bit k of c is set
-_CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
+_CORNERS = [[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)]
+
+
+@functools.cache
+def _corner_bits(device: torch.device) -> torch.Tensor:
+    """``_CORNERS`` (8,3) int32 on ``device``, copied there once."""
+    return torch.tensor(_CORNERS, dtype=torch.int32, device=device)
+
 # fc_0 is folded into the tables of the levels from this one on (levels 3 and 4: 256 of fc_0's 352 input channels,
 # ~3,000 sites for a body at 5 mm, so their 256-wide folded rows stay in cache). Measured on this CPU (2,048 points
 # of the demo actor): fc_0 with its lookups ~1.5× faster folded so; folding level 2 as well was within the noise of
@@ -71,12 +81,12 @@ class FeatureTables:
             out.append(FeatureLevel(table=torch.cat([features, features.new_zeros((1, features.shape[1]))]),
                                     shape=(depth, height, width)))
         device = levels[0].features.device
-        sizes = torch.tensor([0] + [g.numel() for g in grids[:-1]], dtype=torch.int32, device=device)
-        stride_t = torch.tensor(strides, dtype=torch.int32, device=device)
-        top = torch.tensor(tops, dtype=torch.float32, device=device)
+        sizes = device_values([0] + [g.numel() for g in grids[:-1]], dtype=torch.int32, device=device)
+        stride_t = device_values(strides, dtype=torch.int32, device=device)
+        top = device_values(tops, dtype=torch.float32, device=device)
         # the (+1, +1, +1) of the padding is folded into each level's start
         starts = torch.cumsum(sizes, 0, dtype=torch.int32) + stride_t.sum(1, dtype=torch.int32)
-        corners = (_CORNERS.to(device=device, dtype=torch.int32)[None] * stride_t[:, None]).sum(2, dtype=torch.int32)
+        corners = (_corner_bits(device)[None] * stride_t[:, None]).sum(2, dtype=torch.int32)
         return FeatureTables(out, index=torch.cat(grids), starts=starts, strides=stride_t, corners=corners,
                              half_top=0.5 * top, low=torch.full_like(top, -1.0), high=top + 1.0)
 
@@ -143,7 +153,7 @@ class FirstLayer:
         edges = [sum(widths[:i]) for i in range(len(widths) + 1)]
         blocks = [tables.levels[i].table @ weight[:, edges[i]:edges[i + 1]].t()
                   for i in range(fold_from, len(widths))]
-        sizes = torch.tensor([0] + [b.shape[0] for b in blocks[:-1]], dtype=torch.int32, device=weight.device)
+        sizes = device_values([0] + [b.shape[0] for b in blocks[:-1]], dtype=torch.int32, device=weight.device)
         offsets = torch.cumsum(sizes, 0, dtype=torch.int32)[:, None]
         # A level's 8 trilinear weights sum to 1 at every point (zero rows and clamped corners included), so the
         # bias shared out over the folded levels' rows comes out whole in each point's bag: no pass to add it.

@@ -26,6 +26,8 @@ from functools import cache
 import numpy as np
 import torch
 
+from server.neural_body.grid_masks import straddling
+
 # A cell's corner c sits at offset (c & 1, c >> 1 & 1, c >> 2 & 1); its edge e runs along axis e // 4 from the corner
 # START[e] (bit e // 4 clear, the other two bits from e % 4) to START[e] | 1 << (e // 4).
 CORNER_OFFSETS = np.array([[c & 1, c >> 1 & 1, c >> 2 & 1] for c in range(8)], np.int64)
@@ -142,23 +144,6 @@ def _device_tables(device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.as_tensor(a, device=device) for a in arrays)
 
 
-def any_corner(points: torch.Tensor) -> torch.Tensor:
-    """(X,Y,Z) bool on points → (X-1,Y-1,Z-1) bool on cells: some corner of the cell is set."""
-    for axis in range(3):
-        n = points.shape[axis] - 1
-        points = points.narrow(axis, 0, n) | points.narrow(axis, 1, n)
-    return points
-
-
-def straddling_cells(volume: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(X-1,Y-1,Z-1) bool: the cells of ``volume`` whose corners lie on both sides of ``threshold``."""
-    return _straddling(volume > threshold)
-
-
-def _straddling(above: torch.Tensor) -> torch.Tensor:
-    return any_corner(above) & any_corner(~above)
-
-
 def _flat(index: torch.Tensor, strides: tuple[int, int, int]) -> torch.Tensor:
     """(..., 3) grid indices → flat indices of a C-ordered grid with these strides."""
     return index[..., 0] * strides[0] + index[..., 1] * strides[1] + index[..., 2] * strides[2]
@@ -180,7 +165,7 @@ def closed_marching_cubes(volume: torch.Tensor, threshold: float,
     table, counts, edge_axis, edge_start, corner_offsets, unit = _device_tables(device)
     sx, sy, sz = volume.shape
     if cells is None:
-        cells = _straddling(above)
+        cells = straddling(above)
     cell_index = torch.nonzero(cells)  # (N,3), C order
     if len(cell_index) == 0:
         return (torch.zeros((0, 3), dtype=torch.float32, device=device),

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from server.neural_body.config import point_chunk
 from server.neural_body.feature_tables import FeatureTables
-from server.neural_body.marching_cubes import any_corner, closed_marching_cubes, straddling_cells
+from server.neural_body.grid_masks import any_corner, cell_corners, dilated, straddling_cells
+from server.neural_body.marching_cubes import closed_marching_cubes
 from server.neural_body.mesh import (
     QUERY_CHUNK,
     THRESHOLD,
@@ -120,7 +121,7 @@ def density_levels(
         finer_exact[::2, ::2, ::2] = exact  # the coarser grid's points keep their values (trilinear at the nodes)
         last = level == levels - 1
         if last:  # the corners of the cells where the interpolated grid crosses the iso-level, then the surface
-            band = _cell_corners(straddling_cells(finer, threshold)) & ~finer_exact  # is followed from there
+            band = cell_corners(straddling_cells(finer, threshold)) & ~finer_exact  # is followed from there
         else:
             band = _active_points(volume, threshold) & ~finer_exact
         flat = torch.nonzero(band.view(-1)).squeeze(1)
@@ -160,7 +161,7 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
     The first step (the whole band) runs on the dense grids; the steps after it touch a few thousand points at most
     and run on their lists."""
     cells = straddling_cells(volume, threshold) & any_corner(queried)
-    changed = torch.nonzero((_cell_corners(cells) & ~exact).view(-1)).squeeze(1)
+    changed = torch.nonzero((cell_corners(cells) & ~exact).view(-1)).squeeze(1)
     shape, cell_shape = tuple(volume.shape), tuple(s - 1 for s in volume.shape)
     # a cell's flat index → its 8 corners' flat indices, by adding these offsets to the flat index of its first corner
     corners = torch.tensor(_CELL_CORNERS, device=volume.device)
@@ -182,37 +183,13 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
     return evaluated
 
 
-def _cell_corners(cells: torch.Tensor) -> torch.Tensor:
-    """(X-1,Y-1,Z-1) bool on cells → (X,Y,Z) bool on points: the corners of the set cells."""
-    for axis in range(3):
-        shape = list(cells.shape)
-        shape[axis] += 1
-        out = torch.zeros(shape, dtype=torch.bool, device=cells.device)
-        n = cells.shape[axis]
-        out.narrow(axis, 0, n).logical_or_(cells)
-        out.narrow(axis, 1, n).logical_or_(cells)
-        cells = out
-    return cells
-
-
-def _dilated(mask: torch.Tensor, block: bool) -> torch.Tensor:
-    """``mask`` grown by one sample: to the 26 neighbours (``block``) or to the 6 face neighbours."""
-    out = mask.clone()
-    for axis in range(3):
-        source = out.clone() if block else mask  # a block grows axis after axis; a cross from the mask alone
-        n = mask.shape[axis] - 1
-        out.narrow(axis, 1, n).logical_or_(source.narrow(axis, 0, n))
-        out.narrow(axis, 0, n).logical_or_(source.narrow(axis, 1, n))
-    return out
-
-
 def _active_points(volume: torch.Tensor, threshold: float) -> torch.Tensor:
     """bool mask on the next finer grid: corners of the cells that straddle ``threshold`` and of their face
     neighbours (a feature thinner than a cell that no corner sees is caught there, one level down)."""
-    cells = _dilated(straddling_cells(volume, threshold), block=False)
+    cells = dilated(straddling_cells(volume, threshold), block=False)
     finer = torch.zeros(tuple(2 * (s - 1) + 1 for s in volume.shape), dtype=torch.bool, device=volume.device)
     finer[1::2, 1::2, 1::2] = cells  # cell centres on the finer grid, then their 27 neighbours = the cell's points
-    return _dilated(finer, block=True)
+    return dilated(finer, block=True)
 
 
 def surface_marching_cubes(volume: torch.Tensor, threshold: float, origin: np.ndarray,

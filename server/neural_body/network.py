@@ -168,8 +168,10 @@ class NeuralBodyNetwork(nn.Module):
         w_feature, b_feature = self.feature_fc.weight[..., 0], self.feature_fc.bias  # (256,256), (256,)
         w_latent, b_latent = self.latent_fc.weight[..., 0], self.latent_fc.bias  # (256,384), (256,)
         width = w_feature.shape[0]
-        index = torch.as_tensor(latent_index, dtype=torch.long, device=w_feature.device).reshape(())
-        code = self.latent(index)  # (128,)
+        if isinstance(latent_index, torch.Tensor):
+            code = self.latent(latent_index.to(device=w_feature.device, dtype=torch.long).reshape(()))  # (128,)
+        else:  # a row of the table: no index tensor copied to the device
+            code = self.latent.weight[int(latent_index)]
         w_net = w_latent[:, :width]
         return w_net @ w_feature, torch.addmv(torch.addmv(b_latent, w_net, b_feature), w_latent[:, width:], code)
 

@@ -33,6 +33,8 @@ import torch
 from scipy import ndimage
 
 from server.neural_body.config import DEFAULT_MARGIN
+from server.neural_body.device_values import device_values
+from server.neural_body.grid_masks import dilated
 from server.neural_body.sparse_input import SparseInput
 
 MIN_CELL = 0.005
@@ -105,8 +107,8 @@ class Occupancy:
         """The grid padded by one empty cell on every side, flattened; its x, y, z strides and last cell (float)."""
         flat = torch.nn.functional.pad(self.grid, (1, 1, 1, 1, 1, 1)).reshape(-1)
         depth, height, width = (s + 2 for s in self.grid.shape)
-        strides = torch.tensor([1.0, width, width * height], device=self.grid.device)
-        top = torch.tensor([width - 1.0, height - 1.0, depth - 1.0], device=self.grid.device)
+        strides = device_values([1.0, width, width * height], dtype=torch.float32, device=self.grid.device)
+        top = device_values([width - 1.0, height - 1.0, depth - 1.0], dtype=torch.float32, device=self.grid.device)
         return flat, strides, top
 
 
@@ -161,11 +163,8 @@ def refine_level(occupancy: Occupancy, density: Callable[[torch.Tensor], torch.T
         occupancy = occupancy.subdivided()
     cells, centres = occupancy.cell_centres()
     positive = torch.zeros_like(occupancy.grid)
-    if cells.shape[0]:
-        hit = cells[density(centres) > 0]
-        positive[hit[:, 0], hit[:, 1], hit[:, 2]] = True
-    kept = positive.cpu().numpy()
-    if dilation and kept.any():
-        kept = ndimage.binary_dilation(kept, structure=np.ones((3, 3, 3), dtype=bool), iterations=dilation)
-    grid = torch.from_numpy(kept).to(occupancy.grid.device) & occupancy.grid
+    if cells.shape[0]:  # written as values, not selected by a mask: nothing to read back
+        positive[cells[:, 0], cells[:, 1], cells[:, 2]] = density(centres) > 0
+    # on the grid's device: a GPU reads nothing back and copies nothing over for the level's decision
+    grid = dilated(positive, block=True, steps=dilation) & occupancy.grid
     return replace(occupancy, grid=grid, probes=occupancy.probes + int(cells.shape[0]), level=occupancy.level + 1)

@@ -193,8 +193,7 @@ def _shared_voxels(x: spconv.SparseConvTensor) -> SharedVoxels | None:
     rows = torch.arange(len(inverse), device=inverse.device)
     first = torch.full((len(unique),), len(inverse), dtype=rows.dtype, device=rows.device)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
-    is_first = x.features.new_zeros((len(inverse), 1))
-    is_first[first] = 1.0
+    is_first = x.features.new_zeros((len(inverse), 1)).index_fill_(0, first, 1.0)
     empty = x.features.new_zeros((len(unique), x.features.shape[1]))
     return SharedVoxels(spconv.SparseConvTensor(empty, unique, x.spatial_shape, x.batch_size), inverse, first,
                         is_first)

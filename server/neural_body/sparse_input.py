@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from server.body.rotations import axis_angle_to_matrix
+from server.neural_body.device_values import device_values
 
 VOXEL_SIZE = 0.005  # metres
 
@@ -65,7 +66,7 @@ class SparseInput:
     @functools.cached_property
     def grid_extent(self) -> torch.Tensor:
         """(3,) float32 ``out_sh`` in xyz order on the tensors' device (made once: point queries divide by it)."""
-        return torch.tensor(self.out_sh[::-1], dtype=torch.float32, device=self.bounds.device)
+        return device_values(list(self.out_sh[::-1]), dtype=torch.float32, device=self.bounds.device)
 
     def indices(self) -> torch.Tensor:
         """(V,4) int32 spconv indices (batch, d, h, w) with batch 0."""

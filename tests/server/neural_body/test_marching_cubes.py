@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes as skimage_marching_cubes
 
 from server.body.surface import signed_volume
+from server.neural_body.grid_masks import straddling_cells
 from server.neural_body.launch_count import count_launches
 from server.neural_body.marching_cubes import (
     CORNER_OFFSETS,
@@ -19,7 +20,6 @@ from server.neural_body.marching_cubes import (
     EDGE_START,
     case_table,
     closed_marching_cubes,
-    straddling_cells,
 )
 from server.neural_body.mesh import closed_volume
 

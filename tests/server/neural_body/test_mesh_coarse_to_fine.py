@@ -1,10 +1,8 @@
-"""The coarse-to-fine grid's core on analytic bodies (fast): its grid masks against their definitions, the grid and
-the device's marching cubes against the dense grid and PyMCubes, and how often the grid reads back from the device.
+"""The coarse-to-fine grid's core on analytic bodies (fast): the grid and the device's marching cubes against the
+dense grid and PyMCubes, and how often the grid reads back from the device.
 The demo actor's mesh against the dense one is in test_fast_path.py (and on CUDA in test_cuda.py)."""
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
@@ -12,10 +10,10 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from server.neural_body.grid_masks import straddling_cells
 from server.neural_body.launch_count import count_launches
-from server.neural_body.marching_cubes import any_corner, straddling_cells
 from server.neural_body.mesh import extract_mesh_from_density, marching_cubes
-from server.neural_body.mesh_coarse_to_fine import _cell_corners, _dilated, density_levels, surface_marching_cubes
+from server.neural_body.mesh_coarse_to_fine import density_levels, surface_marching_cubes
 
 THRESHOLD = 5.0
 BOX = np.array([[-0.3, -0.25, -0.2], [0.35, 0.25, 0.45]])
@@ -48,25 +46,6 @@ def dense_grid(voxel: float) -> np.ndarray:
     mesh = extract_mesh_from_density(density, BOX, voxel_size=voxel, threshold=THRESHOLD)
     assert len(mesh.faces) > 1000
     return np.concatenate(parts)
-
-
-def test_grid_masks_are_their_definitions():
-    rng = np.random.default_rng(3)
-    volume = rng.normal(size=(7, 9, 6)).astype(np.float32)
-    above = volume > 0.2
-    corners = [above[i:i + 6, j:j + 8, k:k + 5] for i, j, k in itertools.product((0, 1), repeat=3)]
-    straddle = np.logical_or.reduce(corners) & ~np.logical_and.reduce(corners)
-    assert np.array_equal(straddling_cells(torch.from_numpy(volume), 0.2).numpy(), straddle)
-    assert np.array_equal(any_corner(torch.from_numpy(above)).numpy(), np.logical_or.reduce(corners))
-    cells = torch.from_numpy(straddle)
-    expected = np.zeros_like(above)
-    for i, j, k in itertools.product((0, 1), repeat=3):
-        expected[i:i + 6, j:j + 8, k:k + 5] |= straddle
-    assert np.array_equal(_cell_corners(cells).numpy(), expected)
-    sparse = rng.random((8, 7, 9)) > 0.93
-    for block, structure in ((True, np.ones((3, 3, 3), bool)), (False, ndimage.generate_binary_structure(3, 1))):
-        grown = _dilated(torch.from_numpy(sparse), block=block).numpy()
-        assert np.array_equal(grown, ndimage.binary_dilation(sparse, structure=structure))
 
 
 @pytest.mark.parametrize("voxel", [0.005, 0.01])
