@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from server.neural_body.config import point_chunk
+from server.neural_body.device_values import device_values
 from server.neural_body.feature_tables import FeatureTables
 from server.neural_body.grid_masks import any_corner, cell_corners, dilated, straddling_cells
 from server.neural_body.marching_cubes import closed_marching_cubes
@@ -105,7 +106,7 @@ def density_levels(
     axes = grid_axes(bounds, voxel_size)
     counts = [len(a) for a in axes]
     origin = np.array([a[0] for a in axes], np.float64)
-    at = torch.tensor(origin, dtype=torch.float64, device=device)
+    at = device_values(origin.tolist(), dtype=torch.float64, device=device)
     factor = 2 ** (levels - 1)
     shape = tuple((c - 1 + factor - 1) // factor + 1 for c in counts)  # coarse points covering the fine grid
     index = torch.stack(torch.meshgrid(*[torch.arange(c, device=device) for c in shape], indexing="ij"), -1)
@@ -164,10 +165,10 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
     changed = torch.nonzero((cell_corners(cells) & ~exact).view(-1)).squeeze(1)
     shape, cell_shape = tuple(volume.shape), tuple(s - 1 for s in volume.shape)
     # a cell's flat index → its 8 corners' flat indices, by adding these offsets to the flat index of its first corner
-    corners = torch.tensor(_CELL_CORNERS, device=volume.device)
-    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=volume.device)
+    corners = device_values(_CELL_CORNERS, dtype=torch.long, device=volume.device)
+    strides = device_values([shape[1] * shape[2], shape[2], 1], dtype=torch.long, device=volume.device)
     offsets = corners @ strides
-    last_cell = torch.tensor(cell_shape, device=volume.device) - 1
+    last_cell = device_values([s - 1 for s in cell_shape], dtype=torch.long, device=volume.device)
     values, known = volume.view(-1), exact.view(-1)
     evaluated = 0
     while len(changed):
