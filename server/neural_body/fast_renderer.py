@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 
 from server.neural_body.config import PRECISIONS, march_segment, point_chunk, ray_chunk
-from server.neural_body.device_values import device_values
 from server.neural_body.feature_tables import FeatureTables, FirstLayer
 from server.neural_body.network import ColourLayer, NeuralBodyNetwork, smpl_grid_coords
 from server.neural_body.occupancy import DEFAULT_DILATIONS, DEFAULT_MARGIN, Occupancy, body_occupancy, refine_level
@@ -353,8 +352,9 @@ def _kept_rows(parts: list[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
     if len(parts) == 1:
         return parts[0].index_select(0, keep)
     starts = np.cumsum([0] + [part.shape[0] for part in parts])
-    # where each part's indices begin in ``keep``: one read-back for all the parts
-    bounds = torch.searchsorted(keep, device_values(starts, dtype=keep.dtype, device=keep.device)).tolist()
+    # where each part's indices begin in ``keep``: one read-back for all the parts (it drains the queue anyway, so the
+    # copy of ``starts`` before it costs no extra wait)
+    bounds = torch.searchsorted(keep, torch.as_tensor(starts, device=keep.device)).tolist()
     return torch.cat([part.index_select(0, keep[bounds[i]:bounds[i + 1]] - int(starts[i]))
                       for i, part in enumerate(parts)])
 

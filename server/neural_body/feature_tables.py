@@ -18,7 +18,6 @@ The corner rows and trilinear weights of every level come from one set of tensor
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,15 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from server.neural_body.device_values import device_values
-
-# corner c of a cell takes +1 on axis k (x, y, z) when bit k of c is set
-_CORNERS = [[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)]
-
-
-@functools.cache
-def _corner_bits(device: torch.device) -> torch.Tensor:
-    """``_CORNERS`` (8,3) int32 on ``device``, copied there once."""
-    return torch.tensor(_CORNERS, dtype=torch.int32, device=device)
+from server.neural_body.grid_masks import cell_corner_offsets
 
 # fc_0 is folded into the tables of the levels from this one on (levels 3 and 4: 256 of fc_0's 352 input channels,
 # ~3,000 sites for a body at 5 mm, so their 256-wide folded rows stay in cache). Measured on this CPU (2,048 points
@@ -86,7 +77,8 @@ class FeatureTables:
         top = device_values(tops, dtype=torch.float32, device=device)
         # the (+1, +1, +1) of the padding is folded into each level's start
         starts = torch.cumsum(sizes, 0, dtype=torch.int32) + stride_t.sum(1, dtype=torch.int32)
-        corners = (_corner_bits(device)[None] * stride_t[:, None]).sum(2, dtype=torch.int32)
+        # the cell's corners along (x, y, z) = a level's strides: its 8 row offsets
+        corners = (cell_corner_offsets(device, torch.int32)[None] * stride_t[:, None]).sum(2, dtype=torch.int32)
         return FeatureTables(out, index=torch.cat(grids), starts=starts, strides=stride_t, corners=corners,
                              half_top=0.5 * top, low=torch.full_like(top, -1.0), high=top + 1.0)
 

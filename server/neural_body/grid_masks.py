@@ -6,7 +6,18 @@ A grid of (X,Y,Z) points has (X-1,Y-1,Z-1) cells; cell (i,j,k) has the 8 corners
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+# corner c of a cell lies +1 along axis k where bit k of c is set (c = x + 2y + 4z)
+CELL_CORNERS = [[c & 1, c >> 1 & 1, c >> 2 & 1] for c in range(8)]
+
+
+@functools.cache
+def cell_corner_offsets(device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """``CELL_CORNERS`` (8,3) on ``device``, copied there once per device and dtype."""
+    return torch.tensor(CELL_CORNERS, dtype=dtype, device=device)
 
 
 def any_corner(points: torch.Tensor) -> torch.Tensor:

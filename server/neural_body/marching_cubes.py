@@ -1,11 +1,10 @@
 """Marching cubes on torch tensors, on the tensors' device: the fast mesh's last step without a trip to the host.
 
-``closed_marching_cubes(volume, threshold, cells=None) -> (vertices (V,3) float32, faces (F,3) int64)`` meshes the
-iso-surface of a (X,Y,Z) grid whose outermost samples are all outside (below ``threshold``, as
-``mesh.closed_volume`` makes them), scanning only ``cells`` (bool (X-1,Y-1,Z-1); default: every cell that straddles
-the iso-level). Vertices are in grid units (sample (i,j,k) at (i,j,k)), one per crossed grid edge, placed by linear
-interpolation as in any marching cubes; faces are counter-clockwise seen from outside (outward normals), and the
-mesh is closed: two cells sharing a face cut it the same way.
+``closed_marching_cubes(volume, threshold) -> (vertices (V,3) float32, faces (F,3) int64)`` meshes the iso-surface
+of a (X,Y,Z) grid whose outermost samples are all outside (below ``threshold``, as ``mesh.closed_volume`` makes
+them), scanning only the cells that straddle the iso-level. Vertices are in grid units (sample (i,j,k) at (i,j,k)),
+one per crossed grid edge, placed by linear interpolation as in any marching cubes; faces are counter-clockwise seen
+from outside (outward normals), and the mesh is closed: two cells sharing a face cut it the same way.
 
 The case table is derived from the cube, not typed in (``case_table()``): on each face of a cell the crossed edges
 are joined in pairs (on a face with two diagonal inside corners, each inside corner is cut off on its own, as the
@@ -26,11 +25,11 @@ from functools import cache
 import numpy as np
 import torch
 
-from server.neural_body.grid_masks import straddling
+from server.neural_body.grid_masks import CELL_CORNERS, straddling
 
 # A cell's corner c sits at offset (c & 1, c >> 1 & 1, c >> 2 & 1); its edge e runs along axis e // 4 from the corner
 # START[e] (bit e // 4 clear, the other two bits from e % 4) to START[e] | 1 << (e // 4).
-CORNER_OFFSETS = np.array([[c & 1, c >> 1 & 1, c >> 2 & 1] for c in range(8)], np.int64)
+CORNER_OFFSETS = np.array(CELL_CORNERS, np.int64)
 
 
 def _edge_start(edge: int) -> int:
@@ -149,11 +148,9 @@ def _flat(index: torch.Tensor, strides: tuple[int, int, int]) -> torch.Tensor:
     return index[..., 0] * strides[0] + index[..., 1] * strides[1] + index[..., 2] * strides[2]
 
 
-def closed_marching_cubes(volume: torch.Tensor, threshold: float,
-                          cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def closed_marching_cubes(volume: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Iso-surface of ``volume`` (X,Y,Z) where values above ``threshold`` are inside and every outermost sample is
-    outside: (vertices (V,3) float32 in grid units, faces (F,3) int64 with outward normals), on the volume's device.
-    ``cells`` (bool (X-1,Y-1,Z-1)) limits the scan; it must hold every cell that straddles the iso-level."""
+    outside: (vertices (V,3) float32 in grid units, faces (F,3) int64 with outward normals), on the volume's device."""
     if volume.dim() != 3 or min(volume.shape) < 2:
         raise ValueError(f"need a (X,Y,Z) volume with at least 2 samples per axis; got {tuple(volume.shape)}")
     above = volume > threshold
@@ -164,9 +161,7 @@ def closed_marching_cubes(volume: torch.Tensor, threshold: float,
     device = volume.device
     table, counts, edge_axis, edge_start, corner_offsets, unit = _device_tables(device)
     sx, sy, sz = volume.shape
-    if cells is None:
-        cells = straddling(above)
-    cell_index = torch.nonzero(cells)  # (N,3), C order
+    cell_index = torch.nonzero(straddling(above))  # (N,3), C order
     if len(cell_index) == 0:
         return (torch.zeros((0, 3), dtype=torch.float32, device=device),
                 torch.zeros((0, 3), dtype=torch.long, device=device))

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from server.neural_body.config import point_chunk
 from server.neural_body.device_values import device_values
 from server.neural_body.feature_tables import FeatureTables
-from server.neural_body.grid_masks import any_corner, cell_corners, dilated, straddling_cells
+from server.neural_body.grid_masks import any_corner, cell_corner_offsets, cell_corners, dilated, straddling_cells
 from server.neural_body.marching_cubes import closed_marching_cubes
 from server.neural_body.mesh import (
     QUERY_CHUNK,
@@ -143,9 +143,6 @@ def density_levels(
     return volume[:counts[0], :counts[1], :counts[2]].contiguous(), origin, evaluated
 
 
-_CELL_CORNERS = [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-
-
 def _unravel(flat: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """(P,) flat indices of a C-ordered (X,Y,Z) grid → (P,3) grid indices."""
     return torch.stack((flat // (shape[1] * shape[2]), flat // shape[2] % shape[1], flat % shape[2]), 1)
@@ -165,7 +162,7 @@ def _follow_surface(query: Callable[[torch.Tensor], int], volume: torch.Tensor, 
     changed = torch.nonzero((cell_corners(cells) & ~exact).view(-1)).squeeze(1)
     shape, cell_shape = tuple(volume.shape), tuple(s - 1 for s in volume.shape)
     # a cell's flat index → its 8 corners' flat indices, by adding these offsets to the flat index of its first corner
-    corners = device_values(_CELL_CORNERS, dtype=torch.long, device=volume.device)
+    corners = cell_corner_offsets(volume.device)
     strides = device_values([shape[1] * shape[2], shape[2], 1], dtype=torch.long, device=volume.device)
     offsets = corners @ strides
     last_cell = device_values([s - 1 for s in cell_shape], dtype=torch.long, device=volume.device)

@@ -331,8 +331,8 @@ def test_gpu_march_schedule_agrees_and_reads_back_a_bounded_number_of_times(demo
     assert gpu_count.syncs <= 30, gpu_count.by_op.most_common(10)
     assert cpu_count.syncs >= gpu_count.syncs + 7  # at least one read-back per further segment
     assert gpu_count.ops < 0.5 * cpu_count.ops
-    # host data only for the frame's inputs (camera, body, its occupancy grid): none per segment, level or batch
-    assert gpu_count.host_tensors == cpu_count.host_tensors <= 11, gpu_count.by_op["aten::lift_fresh"]
+    # host data for the frame's inputs (camera, body, its occupancy grid): none per level, segment or batch
+    assert gpu_count.host_tensors <= cpu_count.host_tensors <= 11, cpu_count.by_op["aten::lift_fresh"]
 
 
 @pytest.mark.slow

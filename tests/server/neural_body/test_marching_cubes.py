@@ -12,7 +12,6 @@ from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes as skimage_marching_cubes
 
 from server.body.surface import signed_volume
-from server.neural_body.grid_masks import straddling_cells
 from server.neural_body.launch_count import count_launches
 from server.neural_body.marching_cubes import (
     CORNER_OFFSETS,
@@ -88,16 +87,6 @@ def test_a_sphere_is_its_volume_and_its_normals_point_out():
     assert np.all(np.einsum("ij,ij->i", normals[proper], tri[proper].mean(1) - 19.5) > 0)
     reference, _ = mcubes.marching_cubes(volume.numpy().astype(np.float64), 0.0)
     assert len(reference) == len(verts) and cKDTree(reference).query(verts)[0].max() < 1e-4
-
-
-def test_scanning_more_cells_than_the_straddling_ones_changes_nothing():
-    rng = np.random.default_rng(7)
-    volume = closed_volume(torch.from_numpy(rng.normal(size=(9, 8, 10)).astype(np.float32)), 0.0)
-    verts, faces = closed_marching_cubes(volume, 0.0)
-    every_cell = torch.ones(tuple(s - 1 for s in volume.shape), dtype=torch.bool)
-    verts_all, faces_all = closed_marching_cubes(volume, 0.0, every_cell)
-    assert torch.equal(verts, verts_all) and torch.equal(faces, faces_all)
-    assert torch.equal(straddling_cells(volume, 0.0).any(), torch.tensor(True))
 
 
 def test_no_surface_is_an_empty_mesh_and_open_or_flat_volumes_are_refused():
